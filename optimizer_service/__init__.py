@@ -1,0 +1,1 @@
+"""The optimizer daemon: sessions, execution DAGs, OptoPrime, LLM calls, patches."""

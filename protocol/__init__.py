@@ -1,0 +1,1 @@
+"""Wire format shared by the tracer and the optimizer daemon. Imports neither."""

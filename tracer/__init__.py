@@ -1,0 +1,1 @@
+"""Wrapper-free tracing of marked functions; see README.md."""
