@@ -1,0 +1,206 @@
+"""The execution DAG: built from trace events, cut down to what feedback concerns.
+
+Events arrive as raw lists (docs/internals.md §3) and are only appended to
+their episode while the program runs; the graph is built here when a step or
+an export needs it, so ingest stays cheap. The graph is a
+`networkx.DiGraph` with the node and edge attributes of internals §5:
+
+- value node ``("v", client, node)``: ``kind="value"``, ``summary``,
+  ``param`` (name or None), ``producer`` (op key or None)
+- op node ``("op", client, op)``: ``kind="call"|"op"``, ``func`` or
+  ``site`` (dicts), ``parent`` (op key or None), ``error`` (dict or None)
+- edges value -> op with ``arg``; op -> value (its output).
+
+Building and the feedback cut are linear in the number of events: one pass
+to build, one reverse traversal to cut (opto's backward pass re-walks shared
+ancestors and grows super-linearly).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+# A build reports at most this many bad events verbatim; the rest are counted.
+MAX_PROBLEMS_REPORTED = 20
+
+
+@dataclass
+class BuildReport:
+    """What went wrong while building a graph (the graph is still usable)."""
+
+    invalid_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, where: str, problem: str) -> None:
+        self.invalid_events += 1
+        if len(self.problems) < MAX_PROBLEMS_REPORTED:
+            self.problems.append(f"{where}: {problem}")
+
+
+class GraphBuilder:
+    """Accumulates the events of one or more episodes into one DiGraph.
+
+    `functions` maps function id -> FunctionDef dict and `sites` site id ->
+    SiteDef dict; an id not (yet) defined becomes ``{"id": id}`` so a graph
+    is built even when definitions arrived late or were lost.
+    """
+
+    def __init__(self, functions: dict[int, dict[str, Any]] | None = None,
+                 sites: dict[int, dict[str, Any]] | None = None) -> None:
+        self.graph = nx.DiGraph()
+        self.functions = functions or {}
+        self.sites = sites or {}
+        self.report = BuildReport()
+        self._handlers = {
+            "v": self._value, "param": self._param, "call": self._call, "read": self._read,
+            "ret": self._ret, "exc": self._exc, "op": self._op,
+        }
+
+    def add_events(self, client: int, episode: int, events: Iterable[list]) -> None:
+        """Add one episode's events of process `client` (bad events are counted, not raised)."""
+        handlers = self._handlers
+        for index, event in enumerate(events):
+            try:
+                handler = handlers[event[0]]
+            except (KeyError, IndexError, TypeError):
+                self.report.add(f"client {client} episode {episode} event {index}",
+                                f"unknown or missing tag in {_short(event)}")
+                continue
+            try:
+                handler(client, event)
+            except (IndexError, TypeError, ValueError, KeyError) as exc:
+                self.report.add(f"client {client} episode {episode} event {index}",
+                                f"bad {event[0]!r} event {_short(event)} ({type(exc).__name__}: {exc})")
+
+    # -- one handler per event tag ----------------------------------------
+
+    def _value_node(self, client: int, node: int) -> tuple:
+        key = ("v", client, node)
+        if key not in self.graph:
+            # Referenced before (or without) its "v" event: keep the edge, no summary.
+            self.graph.add_node(key, kind="value", summary=None, param=None, producer=None)
+        return key
+
+    def _op_node(self, client: int, op: int) -> tuple:
+        key = ("op", client, op)
+        if key not in self.graph:
+            self.graph.add_node(key, kind="call", func=None, parent=None, error=None)
+        return key
+
+    def _value(self, client: int, event: list) -> None:
+        _, node, summary = event
+        if not isinstance(summary, dict):
+            raise TypeError(f"summary must be a map, got {type(summary).__name__}")
+        key = self._value_node(client, _int(node))
+        self.graph.nodes[key]["summary"] = summary
+
+    def _param(self, client: int, event: list) -> None:
+        _, node, name = event
+        self.graph.nodes[self._value_node(client, _int(node))]["param"] = _str(name)
+
+    def _call(self, client: int, event: list) -> None:
+        _, op, func, parent_op, args, _thread, _t = event
+        key = self._op_node(client, _int(op))
+        attrs = self.graph.nodes[key]
+        attrs["kind"] = "call"
+        attrs["func"] = self.functions.get(func) or {"id": _int(func)}
+        attrs["parent"] = None if parent_op is None else ("op", client, _int(parent_op))
+        for argname, node in args:
+            self.graph.add_edge(self._value_node(client, _int(node)), key, arg=argname)
+
+    def _read(self, client: int, event: list) -> None:
+        _, op, name, node = event
+        value = self._value_node(client, _int(node))
+        self.graph.nodes[value]["param"] = _str(name)
+        self.graph.add_edge(value, self._op_node(client, _int(op)), arg=name)
+
+    def _ret(self, client: int, event: list) -> None:
+        _, op, node, _t = event
+        op_key = self._op_node(client, _int(op))
+        value = self._value_node(client, _int(node))
+        self.graph.add_edge(op_key, value)
+        if self.graph.nodes[value]["producer"] is None:
+            self.graph.nodes[value]["producer"] = op_key
+
+    def _exc(self, client: int, event: list) -> None:
+        _, op, type_name, message, traceback_text, _t = event
+        self.graph.nodes[self._op_node(client, _int(op))]["error"] = {
+            "type": _str(type_name), "message": _str(message), "traceback": _str(traceback_text)}
+
+    def _op(self, client: int, event: list) -> None:
+        _, op, parent_op, site, opname, inputs, out_node = event
+        key = self._op_node(client, _int(op))
+        attrs = self.graph.nodes[key]
+        attrs["kind"] = "op"
+        attrs.pop("func", None)
+        attrs["site"] = {**(self.sites.get(site) or {"id": _int(site)}), "opname": _str(opname)}
+        attrs["parent"] = None if parent_op is None else ("op", client, _int(parent_op))
+        for position, node in enumerate(inputs):
+            self.graph.add_edge(self._value_node(client, _int(node)), key, arg=position)
+        if out_node is not None:
+            out = self._value_node(client, _int(out_node))
+            self.graph.add_edge(key, out)
+            if self.graph.nodes[out]["producer"] is None:
+                self.graph.nodes[out]["producer"] = key
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an int id, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected str, got {type(value).__name__}")
+    return value
+
+
+def _short(event: Any) -> str:
+    text = repr(event)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def feedback_subgraph(graph: nx.DiGraph, targets: Iterable[tuple]) -> nx.DiGraph:
+    """The targets and all their ancestors, as a new graph with the same attributes.
+
+    One reverse traversal shared by all targets: every node and edge is
+    visited at most once, so the cost is linear in the size of the result.
+    Targets missing from `graph` are ignored.
+    """
+    pred = graph.pred
+    seen: set = set()
+    stack = []
+    for target in targets:
+        if target in pred and target not in seen:
+            seen.add(target)
+            stack.append(target)
+    while stack:
+        for parent in pred[stack.pop()]:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    sub = nx.DiGraph()
+    nodes = graph.nodes
+    sub.add_nodes_from((n, nodes[n]) for n in seen)
+    sub.add_edges_from((u, v, d) for v in seen for u, d in pred[v].items())
+    return sub
+
+
+def trainable_in(graph: nx.DiGraph) -> tuple[set[str], set[int]]:
+    """Names of parameters whose values appear in `graph`, and ids of the called functions.
+
+    The daemon maps function ids to source parameters (trainable functions).
+    """
+    params: set[str] = set()
+    funcs: set[int] = set()
+    for _, attrs in graph.nodes(data=True):
+        if attrs.get("kind") == "value":
+            if attrs.get("param"):
+                params.add(attrs["param"])
+        elif attrs.get("kind") == "call" and attrs.get("func"):
+            funcs.add(attrs["func"]["id"])
+    return params, funcs
