@@ -10,18 +10,25 @@ they are derived only from the environment:
 - state (database, status file, log, locks): ``TRACE_STATE_DIR``, else
   ``$XDG_STATE_HOME/trace-live`` or ``~/.local/state/trace-live``.
 
-Functions here never start anything; they only compute (and, when asked,
-create) directories.
+Both sides also need to tell whether a daemon owns these paths: the daemon
+holds an exclusive ``flock`` on ``daemon.lock`` for its whole life (an
+acquirable lock means no daemon, whatever pid the status file names), and
+whoever starts one holds ``spawn.lock`` from "is one running?" until the new
+daemon answers, so two processes never start two daemons. Functions here
+never start anything.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import stat
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 SOCKET_ENV: Final = "TRACE_DAEMON_SOCKET"
 STATE_DIR_ENV: Final = "TRACE_STATE_DIR"
@@ -161,3 +168,68 @@ def ensure_private_dir(path: Path) -> None:
             f"{path} is accessible to other users (mode {stat.S_IMODE(info.st_mode):o}); "
             f"run 'chmod 700 {path}' or set {SOCKET_ENV}"
         )
+
+
+def daemon_lock_held(locations: Locations) -> bool:
+    """True if a live daemon holds the daemon lock of this state directory."""
+    try:
+        fd = os.open(locations.daemon_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor also releases a lock we just took
+    return False
+
+
+def read_status(locations: Locations) -> dict[str, Any] | None:
+    """The daemon's status file (pid, socket, database, ...), or None if absent or unreadable."""
+    try:
+        with open(locations.status_file, encoding="utf-8") as fh:
+            status = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+class FileLock:
+    """An exclusive flock on `path`, taken with a deadline; released on close.
+
+    Used as ``with FileLock(path, timeout) as acquired: ...``; `acquired` is
+    False when the deadline passed first (never raises for contention).
+    """
+
+    def __init__(self, path: Path, timeout: float, poll: float = 0.02):
+        self.path = path
+        self.timeout = timeout
+        self.poll = poll
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(self.poll)
+                continue
+            self.fd = fd
+            return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
