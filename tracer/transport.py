@@ -30,8 +30,10 @@ import threading
 from collections import defaultdict
 from typing import Any, Callable, Final
 
-from protocol import FrameDecoder, ProtocolError, encode_message
 from protocol import messages as m
+from protocol.errors import ProtocolError, VersionMismatch
+from protocol.framing import FrameDecoder, encode_message
+from protocol.handshake import check_welcome
 
 from tracer.errors import NotConnected, TracerError
 
@@ -98,6 +100,8 @@ class Transport:
     own pid). `connect_timeout` bounds one connection attempt including the
     handshake; `send_timeout` is how long a send may stall on a daemon that
     stopped reading before the connection is given up and re-established.
+    `on_thread_start()` runs first on the receiver thread (the runtime turns
+    tracing off there, so handlers never trace themselves).
     """
 
     def __init__(
@@ -108,12 +112,14 @@ class Transport:
         connect_timeout: float = 0.5,
         send_timeout: float = 10.0,
         reconnect: bool = True,
+        on_thread_start: Callable[[], None] = lambda: None,
     ) -> None:
         self.socket_path = socket_path
         self._make_hello = make_hello
         self._connect_timeout = connect_timeout
         self._send_timeout = send_timeout
         self._reconnect = reconnect
+        self._on_thread_start = on_thread_start
         self._handlers: dict[type, list[Callable[[Any], None]]] = defaultdict(list)
         self._connect_listeners: list[Callable[[m.Welcome], None]] = []
         self._request_ids = itertools.count(1)
@@ -306,6 +312,8 @@ class Transport:
                 f"the optimizer daemon at {self.socket_path} did not answer the handshake "
                 f"within {self._connect_timeout:g} s"
             ) from None
+        except VersionMismatch as exc:
+            raise HandshakeRejected(str(exc)) from None
         except ProtocolError as exc:
             raise DaemonUnavailable(f"the process at {self.socket_path} does not speak the trace protocol: {exc}") from None
         except OSError as exc:
@@ -318,6 +326,10 @@ class Transport:
                 f"the optimizer daemon at {self.socket_path} answered the handshake with "
                 f"{type(first).__name__} instead of Welcome"
             )
+        try:
+            check_welcome(first)
+        except VersionMismatch as exc:
+            raise HandshakeRejected(str(exc)) from None
         return first, rest
 
     def _install(self, sock: socket.socket, decoder: FrameDecoder, welcome: m.Welcome) -> None:
@@ -355,6 +367,7 @@ class Transport:
         self._receiver.start()
 
     def _receive_loop(self) -> None:
+        self._call_safely(lambda _: self._on_thread_start(), None)
         attempts = 0
         while not self._closing.is_set():
             sock = self._sock
