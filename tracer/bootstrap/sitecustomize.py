@@ -1,0 +1,78 @@
+"""Trace child Python processes of a `trace-run` program (multiprocessing spawn, subprocess of python).
+
+`trace-run` puts this directory first on PYTHONPATH and the resolved
+configuration in TRACE_* variables, so every child interpreter imports this
+module at startup (through `site`). It installs the import hook with that
+configuration, starts the tracing runtime, then runs the user's own
+`sitecustomize` if there is one, as `ddtrace-run` does. This directory is
+removed from `sys.path` again, so the program sees the path it would without
+the tracer. Nothing here may stop the child from running: any failure leaves
+the child untraced, with one warning.
+"""
+import os
+import sys
+
+_BOOTSTRAP_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _trace_this_process():
+    import warnings
+
+    try:
+        from tracer import import_hook
+        from tracer.config import TraceConfig
+
+        config = TraceConfig.from_environ()
+        import_hook.install(config)
+        if config.marks_for("__main__") is not None and "--multiprocessing-fork" in sys.argv:
+            _trace_spawned_main(config)
+        try:
+            from tracer import runtime
+        except ImportError:
+            return
+        runtime.start(config)
+    except Exception as exc:  # never break the child: it runs untraced
+        warnings.warn(f"tracer: this child process runs untraced ({exc!r})", RuntimeWarning, stacklevel=1)
+
+
+def _trace_spawned_main(config):
+    # A multiprocessing spawn child re-runs the parent's script as __mp_main__
+    # through runpy, outside the import system, so the hook never sees it:
+    # instrument its marked functions in place once it has run.
+    import multiprocessing.spawn as spawn
+
+    from tracer import import_hook
+
+    marks = config.marks_for("__main__")
+
+    def traced(fixup):
+        def fixup_then_instrument(*args, **kwargs):
+            result = fixup(*args, **kwargs)
+            module = sys.modules.get("__mp_main__")
+            if module is not None:
+                import_hook.instrument_in_place(module, marks, warn=False)
+            return result
+
+        return fixup_then_instrument
+
+    spawn._fixup_main_from_path = traced(spawn._fixup_main_from_path)
+    spawn._fixup_main_from_name = traced(spawn._fixup_main_from_name)
+
+
+def _chain_user_sitecustomize():
+    # Hide this directory and this module, import whatever `sitecustomize` the
+    # rest of sys.path provides, and leave sys.path as the user would have it.
+    this = sys.modules.pop("sitecustomize", None)
+    while _BOOTSTRAP_DIR in sys.path:
+        sys.path.remove(_BOOTSTRAP_DIR)
+    try:
+        import sitecustomize  # noqa: F401  (the user's, if any)
+    except ImportError as exc:
+        if exc.name != "sitecustomize":
+            raise  # the user's sitecustomize itself failed: show it, as python would
+        if this is not None:
+            sys.modules["sitecustomize"] = this
+
+
+_trace_this_process()
+_chain_user_sitecustomize()

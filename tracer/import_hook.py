@@ -1,0 +1,500 @@
+"""The import hook: rewrite the marked functions of a module before it runs, with an on-disk cache.
+
+Modelled on pytest's assertion rewriting (`_pytest/assertion/rewrite.py`):
+
+- `TraceFinder` sits first on `sys.meta_path`. For a module that has no
+  marked target it returns None after one set lookup on the module *name*, so
+  the normal machinery imports it untouched (same code object as a plain
+  import). For a marked module it asks `PathFinder` for the spec and swaps in
+  `TraceLoader`.
+- `TraceLoader` compiles the source, replaces only the marked functions' code
+  objects inside the module code object (`marking.instrument_code`), injects
+  the `@trace_*` hook globals before the module body runs, and registers the
+  marked function objects afterwards.
+- Rewritten module code is cached next to the normal pyc under its own tag
+  (`mod.cpython-312-trace1.pyc`), so the normal loader never picks it up. The
+  cache key covers the source (mtime and size), the marks of this module, the
+  granularity, the interpreter's magic number and the tracer's own code.
+  Writes go to a temporary file and `os.replace`; a read-only directory or
+  `sys.dont_write_bytecode` just means no cache.
+
+Modules already imported when the hook is installed get their marked
+functions instrumented in place (`marking.instrument_function`), with one
+`ImportedBeforeHookWarning` per module.
+
+Nothing here raises into the user's program: a function the rewriter cannot
+handle is left untraced, with a `TracingDisabledWarning`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import marshal
+import os
+import struct
+import sys
+import threading
+import types
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from tracer.config import ModuleMarks, TraceConfig
+
+CACHE_FORMAT = 1  # bump when the cache file layout or the meaning of its contents changes
+CACHE_TAG = f"{sys.implementation.cache_tag}-trace{CACHE_FORMAT}"
+_HEADER = struct.Struct("<4s4s16sqQ")  # b"TRCE", importlib magic, key digest, source mtime_ns, source size
+_HEADER_MAGIC = b"TRCE"
+_CO_NEWLOCALS = 0x2  # set on function code objects, absent on module and class bodies
+
+
+class ImportedBeforeHookWarning(UserWarning):
+    """A marked module was imported before the hook; its functions were instrumented in place instead."""
+
+
+class TracingDisabledWarning(UserWarning):
+    """A marked function could not be instrumented; it runs untraced."""
+
+
+@dataclass
+class HookStats:
+    """What the hook did in this process (for tests, benchmarks and `--show-config`)."""
+
+    rewrites: int = 0  # modules compiled and rewritten (cache misses)
+    cache_hits: int = 0
+    cache_writes: int = 0
+    cache_write_failures: int = 0
+    instrumented_in_place: int = 0  # functions of modules imported before the hook
+    failures: list[str] = field(default_factory=list)  # "module:qualname: reason"
+
+
+stats = HookStats()
+_finder: "TraceFinder | None" = None
+_warned_modules: set[str] = set()
+
+
+# -- installing ----------------------------------------------------------------
+
+
+def install(config: TraceConfig) -> "TraceFinder | None":
+    """Put the finder for `config` first on sys.meta_path (replacing an earlier one) and return it.
+
+    Also instruments, in place, the marked functions of modules that are
+    already imported (except `__main__`, which the runner rewrites itself).
+    Returns None and warns if the rewriter cannot be loaded; the program then
+    runs untraced.
+    """
+    global _finder
+    uninstall()
+    if not config.marked_modules():
+        return None
+    try:
+        # Import the rewriter (and `bytecode`) now, before the hook is live, so
+        # rewriting a module can never re-enter the hook through its own imports.
+        from tracer import marking  # noqa: F401
+    except Exception as exc:  # pragma: no cover - only when the rewriter is broken or missing
+        warnings.warn(f"tracer: cannot load the rewriter ({exc!r}); the program runs untraced", TracingDisabledWarning, stacklevel=2)
+        return None
+    _finder = TraceFinder(config)
+    sys.meta_path.insert(0, _finder)
+    for name in sorted(config.marked_modules()):
+        module = sys.modules.get(name)
+        if module is not None and name != "__main__":
+            _instrument_imported_module(module, config.marks_for(name))
+    return _finder
+
+
+def uninstall() -> None:
+    """Remove the finder installed by `install` (already rewritten modules stay rewritten)."""
+    global _finder
+    if _finder is not None:
+        try:
+            sys.meta_path.remove(_finder)
+        except ValueError:
+            pass
+        _finder = None
+
+
+def installed_finder() -> "TraceFinder | None":
+    """The finder currently installed by `install`, if any."""
+    return _finder
+
+
+class TraceFinder(importlib.abc.MetaPathFinder):
+    """Meta-path finder that hands marked source modules to `TraceLoader` and ignores everything else."""
+
+    def __init__(self, config: TraceConfig):
+        self.config = config
+        self.marked_modules = config.marked_modules()
+
+    def find_spec(self, fullname: str, path: Any = None, target: types.ModuleType | None = None):
+        if fullname not in self.marked_modules:
+            return None  # the cheap bail-out: most imports end here
+        marks = self.config.marks_for(fullname)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None  # extension, namespace or sourceless module: nothing we can rewrite
+        spec.loader = TraceLoader(fullname, spec.origin, marks, self.config.granularity)
+        return spec
+
+
+# -- the loader ----------------------------------------------------------------
+
+
+class TraceLoader(importlib.machinery.SourceFileLoader):
+    """Source loader that rewrites the marked functions of one module (through the cache)."""
+
+    def __init__(self, fullname: str, path: str, marks: ModuleMarks, granularity: str):
+        super().__init__(fullname, path)
+        self.marks = marks
+        self.granularity = granularity
+        self.marked: tuple[tuple[str, bool], ...] = ()
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        source_path = self.get_filename(fullname)
+        code, self.marked = load_rewritten_code(source_path, fullname, self.marks, self.granularity, self.get_data)
+        return code
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        if self.marks is not None:
+            _install_hook_globals(module.__dict__)
+        super().exec_module(module)  # calls get_code, then runs the body
+        register_marked_functions(module.__dict__, module.__name__, self.marked)
+
+
+def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
+    """The rewritten code of `source_path` and its marked (qualname, trainable) pairs, from the cache if valid.
+
+    Compiles and rewrites on a miss and refreshes the cache when it can.
+    """
+    read_bytes = read_bytes or _read_file
+    stat = os.stat(source_path)  # before reading: a concurrent edit then leaves a stale mtime, never stale code
+    key = _cache_key(module_name, marks, granularity)
+    cache_path = cache_location(source_path)
+    if cache_path is not None:
+        cached = _read_cache(cache_path, key, stat)
+        if cached is not None:
+            stats.cache_hits += 1
+            return cached
+    source = read_bytes(source_path)
+    code = compile(source, source_path, "exec", dont_inherit=True)
+    code, marked, failed = instrument_module_code(code, marks, module_name)
+    stats.rewrites += 1
+    # A module with a function the rewriter refused is not cached, so the warning shows on every run.
+    if cache_path is not None and not failed and not sys.dont_write_bytecode:
+        _write_cache(cache_path, key, stat, code, marked)
+    return code, marked
+
+
+# -- rewriting the marked code objects -----------------------------------------
+
+
+def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, module_name: str):
+    """Rewrite the marked functions' code objects inside a module code object.
+
+    Returns (new module code, ((qualname, trainable), ...), failed qualnames).
+    Unmarked code objects are kept as they are (the same objects).
+    """
+    if marks is None:
+        return code, (), ()
+    from tracer import marking
+
+    marked: list[tuple[str, bool]] = []
+    failed: list[str] = []
+
+    def rewrite(container: types.CodeType, prefix: str, in_function: bool) -> types.CodeType:
+        consts = list(container.co_consts)
+        changed = False
+        for index, const in enumerate(consts):
+            if not isinstance(const, types.CodeType) or const.co_name.startswith("<"):
+                continue  # lambdas and comprehensions belong to their enclosing function
+            qualname = _qualname(const, prefix, in_function)
+            is_function = bool(const.co_flags & _CO_NEWLOCALS)
+            trainable = marks.trainable(qualname) if is_function else None
+            if trainable is not None:
+                try:
+                    new = marking.instrument_code(const, module=module_name, trainable=trainable)
+                except Exception as exc:  # the rewriter refused: run this function untraced
+                    failed.append(qualname)
+                    _warn_failure(module_name, qualname, exc)
+                    continue
+                marked.append((qualname, trainable))
+            elif marks.wants_nested(qualname):
+                new = rewrite(const, qualname, is_function)
+            else:
+                continue
+            if new is not const:
+                consts[index] = new
+                changed = True
+        return container.replace(co_consts=tuple(consts)) if changed else container
+
+    return rewrite(code, "", False), tuple(marked), tuple(failed)
+
+
+def _qualname(code: types.CodeType, prefix: str, parent_is_function: bool) -> str:
+    qualname = getattr(code, "co_qualname", None)  # 3.11+
+    if qualname is not None:
+        return qualname
+    if not prefix:
+        return code.co_name
+    return f"{prefix}.<locals>.{code.co_name}" if parent_is_function else f"{prefix}.{code.co_name}"
+
+
+def _warn_failure(module_name: str, qualname: str, exc: BaseException) -> None:
+    stats.failures.append(f"{module_name}:{qualname}: {exc!r}")
+    warnings.warn(
+        f"tracer: cannot instrument {module_name}:{qualname} ({exc!r}); it runs untraced",
+        TracingDisabledWarning,
+        stacklevel=2,
+    )
+
+
+def _install_hook_globals(namespace: dict) -> None:
+    from tracer import marking
+
+    marking.install_hook_globals(namespace)
+
+
+# -- registering and in-place instrumentation ----------------------------------
+
+
+def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
+    """Register the function objects of `marked` (qualname, trainable) found in `namespace`; return how many.
+
+    Functions nested in other functions (`f.<locals>.g`) do not exist yet and
+    are not registered here.
+    """
+    if not marked:
+        return 0
+    from tracer import marking
+
+    count = 0
+    for qualname, trainable in dict(marked).items():  # a property's getter and setter share a qualname
+        for func in _functions_named(namespace, qualname):
+            try:
+                marking.register_function(func, module=module_name, qualname=qualname, trainable=trainable)
+                count += 1
+            except Exception as exc:  # registration is bookkeeping; the function still runs
+                stats.failures.append(f"{module_name}:{qualname}: register: {exc!r}")
+    return count
+
+
+def _functions_named(namespace: dict, qualname: str) -> Iterator[types.FunctionType]:
+    """The plain functions reachable as `qualname` from a module namespace (unwrapping decorators)."""
+    parts = qualname.split(".")
+    if "<locals>" in parts:
+        return
+    holder: Any = namespace.get(parts[0])
+    for part in parts[1:]:
+        holder = vars(holder).get(part) if isinstance(holder, type) else None
+        if holder is None:
+            return
+    seen: set[int] = set()
+    for func in _unwrap(holder):
+        if func.__qualname__ == qualname and id(func) not in seen:
+            seen.add(id(func))
+            yield func
+
+
+def _unwrap(obj: Any, depth: int = 0) -> Iterator[types.FunctionType]:
+    if depth > 8 or obj is None:
+        return
+    if isinstance(obj, types.FunctionType):
+        yield obj
+        wrapped = obj.__dict__.get("__wrapped__")
+        if wrapped is not None:
+            yield from _unwrap(wrapped, depth + 1)
+    elif isinstance(obj, (classmethod, staticmethod)):
+        yield from _unwrap(obj.__func__, depth + 1)
+    elif isinstance(obj, property):
+        for accessor in (obj.fget, obj.fset, obj.fdel):
+            yield from _unwrap(accessor, depth + 1)
+    else:
+        try:  # read the instance dict directly: never trigger a user's __getattr__ or descriptors
+            wrapped = object.__getattribute__(obj, "__dict__").get("__wrapped__")
+        except Exception:
+            wrapped = None
+        if wrapped is not None:
+            yield from _unwrap(wrapped, depth + 1)
+
+
+def _defined_functions(module: types.ModuleType, marks: ModuleMarks) -> Iterator[tuple[str, types.FunctionType]]:
+    """(qualname, function) for every marked function object defined in an already imported module."""
+    namespace = vars(module)
+    names = set(marks.qualnames)
+    if marks.wildcard:
+        names.update(_wildcard_qualnames(namespace, module.__name__))
+    for qualname in sorted(names):
+        for func in _functions_named(namespace, qualname):
+            if func.__module__ == module.__name__:
+                yield qualname, func
+
+
+def _wildcard_qualnames(namespace: dict, module_name: str) -> set[str]:
+    found: set[str] = set()
+    stack: list[tuple[str, dict]] = [("", namespace)]
+    while stack:
+        prefix, mapping = stack.pop()
+        for name, value in list(mapping.items()):
+            qualname = f"{prefix}{name}"
+            if isinstance(value, type):
+                if value.__module__ == module_name and value.__qualname__ == qualname:
+                    stack.append((qualname + ".", dict(vars(value))))
+                continue
+            for func in _unwrap(value):
+                if func.__module__ == module_name and func.__qualname__ == qualname:
+                    found.add(qualname)
+    return found
+
+
+def _instrument_imported_module(module: types.ModuleType, marks: ModuleMarks | None) -> int:
+    """Instrument the marked functions of an already imported module in place; warn once. Returns how many."""
+    if marks is None:
+        return 0
+    return instrument_in_place(module, marks, warn=True)
+
+
+def instrument_in_place(module: types.ModuleType, marks: ModuleMarks, *, warn: bool) -> int:
+    """Instrument (and so register) the marked functions of a live module with `marking.instrument_function`."""
+    from tracer import marking
+
+    count = 0
+    for qualname, func in _defined_functions(module, marks):
+        trainable = marks.trainable(qualname)
+        try:
+            marking.instrument_function(func, trainable=bool(trainable))
+        except Exception as exc:
+            _warn_failure(module.__name__, qualname, exc)
+            continue
+        count += 1
+    stats.instrumented_in_place += count
+    if warn and module.__name__ not in _warned_modules:
+        _warned_modules.add(module.__name__)
+        warnings.warn(
+            f"tracer: module {module.__name__!r} was imported before the import hook was installed; "
+            f"{count} marked function(s) were instrumented in place, but functions nested in them and code "
+            "that already ran are not traced. Start the program with trace-run so the hook comes first.",
+            ImportedBeforeHookWarning,
+            stacklevel=3,
+        )
+    return count
+
+
+# -- the cache -------------------------------------------------------------------
+
+
+def cache_location(source_path: str) -> str | None:
+    """Where the rewritten code of `source_path` is cached (honours sys.pycache_prefix and -O), or None."""
+    try:
+        normal = importlib.util.cache_from_source(source_path)
+    except (NotImplementedError, ValueError):
+        return None  # no cache_tag on this interpreter
+    head, tail = os.path.split(normal)
+    tag = sys.implementation.cache_tag
+    stem, sep, rest = tail.rpartition(f".{tag}")
+    if not sep:
+        return None
+    return os.path.join(head, f"{stem}.{CACHE_TAG}{rest}")
+
+
+_fingerprint: bytes | None = None
+_fingerprint_lock = threading.Lock()
+
+
+def tracer_fingerprint() -> bytes:
+    """Digest of the tracer's own code (paths, sizes, mtimes), so any change to the rewriter invalidates the cache."""
+    global _fingerprint
+    with _fingerprint_lock:
+        if _fingerprint is None:
+            digest = hashlib.blake2b(digest_size=16)
+            package_dir = os.path.dirname(os.path.abspath(__file__))
+            for directory, subdirs, files in os.walk(package_dir):
+                subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
+                for name in sorted(files):
+                    if name.endswith(".py"):
+                        st = os.stat(os.path.join(directory, name))
+                        digest.update(f"{os.path.relpath(directory, package_dir)}/{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+            _fingerprint = digest.digest()
+        return _fingerprint
+
+
+def _cache_key(module_name: str, marks: ModuleMarks | None, granularity: str) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(importlib.util.MAGIC_NUMBER)
+    digest.update(tracer_fingerprint())
+    digest.update(f"|{module_name}|{granularity}|{marks.key() if marks else ''}".encode())
+    return digest.digest()
+
+
+def _read_cache(path: str, key: bytes, stat: os.stat_result):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    if len(data) < _HEADER.size:
+        return None
+    magic, py_magic, cached_key, mtime_ns, size = _HEADER.unpack_from(data)
+    if (magic, py_magic, cached_key, mtime_ns, size) != (
+        _HEADER_MAGIC, importlib.util.MAGIC_NUMBER, key, stat.st_mtime_ns, stat.st_size
+    ):
+        return None
+    try:
+        code, marked = marshal.loads(data[_HEADER.size:])
+    except Exception:  # truncated or corrupt: rewrite and overwrite it
+        return None
+    if not isinstance(code, types.CodeType) or not isinstance(marked, tuple):
+        return None
+    return code, marked
+
+
+def _write_cache(path: str, key: bytes, stat: os.stat_result, code: types.CodeType, marked) -> None:
+    try:
+        payload = marshal.dumps((code, marked))
+    except ValueError as exc:  # the rewriter left an unmarshallable constant: still run, just uncached
+        stats.cache_write_failures += 1
+        stats.failures.append(f"cache: {path}: {exc!r}")
+        return
+    header = _HEADER.pack(_HEADER_MAGIC, importlib.util.MAGIC_NUMBER, key, stat.st_mtime_ns, stat.st_size)
+    temp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(temp, "wb") as f:
+            f.write(header + payload)
+        os.replace(temp, path)  # atomic: readers see the old file or the new one, never half of one
+    except OSError:
+        # read-only directory, full disk, ...: the module still runs, only uncached
+        stats.cache_write_failures += 1
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        return
+    stats.cache_writes += 1
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+__all__ = [
+    "CACHE_TAG",
+    "HookStats",
+    "ImportedBeforeHookWarning",
+    "TraceFinder",
+    "TraceLoader",
+    "TracingDisabledWarning",
+    "cache_location",
+    "install",
+    "installed_finder",
+    "instrument_in_place",
+    "instrument_module_code",
+    "load_rewritten_code",
+    "register_marked_functions",
+    "stats",
+    "tracer_fingerprint",
+    "uninstall",
+]
