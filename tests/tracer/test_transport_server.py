@@ -170,15 +170,15 @@ class ProtocolServer:
             return None
         record = ClientRecord(client_id=self._next_client, hello=msg, writer=writer)
         self._next_client += 1
+        with self._changed:  # before the Welcome: the client may look as soon as it has it
+            self.clients.append(record)
+            self._changed.notify_all()
         writer.write(encode_message(m.Welcome(
             protocol=PROTOCOL_VERSION, daemon_pid=os.getpid(), client_id=record.client_id,
             session=msg.session, version=self.session_version,
         )))
         if self.initial_patch is not None:
             writer.write(encode_message(self.initial_patch))
-        with self._changed:
-            self.clients.append(record)
-            self._changed.notify_all()
         return record
 
     def _record(self, record: ClientRecord, msg: Any) -> None:
