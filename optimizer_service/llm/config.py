@@ -18,7 +18,7 @@ from optimizer_service.llm.errors import LLMConfigError
 
 PROVIDERS = ("openai", "anthropic")
 CACHE_MODES = ("use", "refresh", "replay", "off")
-DEFAULT_MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5"}
+DEFAULT_MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-6"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def parse_llm_spec(spec: str) -> tuple[str, str]:
     if provider not in PROVIDERS:
         raise LLMConfigError(
             f"unknown LLM provider {provider!r} in {spec!r}: write PROVIDER:MODEL with PROVIDER one of "
-            f"{', '.join(PROVIDERS)} (e.g. openai:gpt-4o, anthropic:claude-sonnet-4-5); any OpenAI-compatible "
+            f"{', '.join(PROVIDERS)} (e.g. openai:gpt-4o, anthropic:claude-sonnet-4-6); any OpenAI-compatible "
             f"server works as openai:MODEL with OPENAI_BASE_URL")
     if sep and not model:
         raise LLMConfigError(f"missing model name after {provider!r} in {spec!r}: write {provider}:MODEL")

@@ -26,6 +26,7 @@ PRICES_PER_MILLION: Final[dict[tuple[str, str], tuple[float, float]]] = {
     ("anthropic", "claude-3-opus"): (15.00, 75.00),
     ("anthropic", "claude-sonnet-4"): (3.00, 15.00),
     ("anthropic", "claude-opus-4"): (15.00, 75.00),
+    ("anthropic", "claude-opus-4-5"): (5.00, 25.00),
     ("anthropic", "claude-haiku-4"): (1.00, 5.00),
 }
 
