@@ -33,16 +33,18 @@ def run_path(path: str, args: list[str], config: TraceConfig) -> int:
     SystemExit raised by the program propagates to the caller unchanged.
     """
     if os.path.isdir(path):
-        main_file = os.path.join(path, "__main__.py")
-        if not os.path.isfile(main_file):
-            raise ProgramNotFound(f"can't find '__main__' module in {path!r}")
+        # `python DIR` imports DIR/__main__.py as module "__main__" (with a spec) from DIR.
         _set_path0(path)
-        return _run_main(main_file, [path, *args], config, spec=None, module_names=("__main__",))
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [path])
+        if spec is None or spec.origin is None:
+            raise ProgramNotFound(f"can't find '__main__' module in {os.path.abspath(path)!r}")
+        return _run_main(spec.origin, [path, *args], config, spec=spec, module_names=("__main__",))
     if not os.path.exists(path):
         raise ProgramNotFound(f"can't open file {os.path.abspath(path)!r}: [Errno 2] No such file or directory")
     # Like CPython: sys.path[0] is the directory of the script, symlinks resolved.
     _set_path0(os.path.dirname(os.path.realpath(path)))
-    return _run_main(path, [path, *args], config, spec=None, module_names=("__main__",))
+    # __file__ and code filenames are absolute (as since 3.9); sys.argv[0] stays as typed.
+    return _run_main(os.path.abspath(path), [path, *args], config, spec=None, module_names=("__main__",))
 
 
 def run_module(module_name: str, args: list[str], config: TraceConfig) -> int:
@@ -78,6 +80,7 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
     main.__file__ = filename
     main.__builtins__ = builtins
     main.__cached__ = None
+    main.__annotations__ = {}  # CPython's startup __main__ has one, and `python -m` runs in that namespace
     if spec is not None:
         main.__spec__ = spec
         main.__loader__ = spec.loader
@@ -93,7 +96,7 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
     try:
         code = _compile_main(filename, spec)
     except SyntaxError as exc:
-        sys.excepthook(type(exc), exc, None)
+        _report_uncaught(exc)  # no frames left: just the error and its caret, like python
         return 1
     marks = config.marks_for(*module_names)
     code, marked, _failed = import_hook.instrument_module_code(code, marks, "__main__")
