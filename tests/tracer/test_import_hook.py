@@ -1,0 +1,289 @@
+"""The import hook: rewrites only marked code, caches it like pytest does, and never gets in the way.
+
+Every test runs a fresh interpreter (an import hook test in the pytest
+process would see modules pytest already imported), on a throwaway project
+in a temporary directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+MODULE_SOURCE = '''\
+import functools
+
+def double(x):
+    return x * 2
+
+def untouched(x):
+    return x + 1
+
+class Greeter:
+    def greet(self, name):
+        return f"hi {name}"
+
+    @staticmethod
+    def shout(text):
+        return text.upper()
+
+    @property
+    def kind(self):
+        return "greeter"
+'''
+
+# Runs in the child: install the hook for TARGETS, import `shop`, report what happened.
+DRIVER = '''\
+import json, sys, types, warnings
+sys.path.insert(0, {project!r})
+warnings.simplefilter("always")
+from tracer import config, import_hook
+{before}
+cfg = config.resolve({{"targets": {targets!r}, "granularity": {granularity!r}}}, environ={{}}, start_dir={project!r})
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import_hook.install(cfg)
+    import shop
+
+def instrumented(func):
+    return any(name.startswith("@trace_") for name in func.__code__.co_names)
+
+print(json.dumps({{
+    "double": instrumented(shop.double),
+    "untouched": instrumented(shop.untouched),
+    "greet": instrumented(shop.Greeter.greet),
+    "shout": instrumented(shop.Greeter.shout),
+    "kind": instrumented(shop.Greeter.kind.fget),
+    "results": [shop.double(21), shop.untouched(1), shop.Greeter().greet("bo"), shop.Greeter.shout("a"), shop.Greeter().kind],
+    "rewrites": import_hook.stats.rewrites,
+    "cache_hits": import_hook.stats.cache_hits,
+    "cache_writes": import_hook.stats.cache_writes,
+    "cache_write_failures": import_hook.stats.cache_write_failures,
+    "failures": import_hook.stats.failures,
+    "loader": type(shop.__spec__.loader).__name__,
+    "warnings": [f"{{w.category.__name__}}: {{w.message}}" for w in caught],
+}}))
+'''
+
+
+def child_env(tmp_path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env["TRACE_DAEMON_SOCKET"] = str(tmp_path / "daemon.sock")
+    env["TRACE_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def project(tmp_path):
+    directory = tmp_path / "project"
+    directory.mkdir()
+    (directory / "shop.py").write_text(MODULE_SOURCE)
+    return directory
+
+
+def run_driver(project, targets, *, granularity="call", before="", env=None, preexec_fn=None, tmp_path=None) -> dict:
+    code = DRIVER.format(project=str(project), targets=targets, granularity=granularity, before=before)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env or child_env(tmp_path or project.parent),
+        preexec_fn=preexec_fn,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def cache_files(project) -> list[str]:
+    pycache = project / "__pycache__"
+    if not pycache.is_dir():
+        return []
+    return sorted(name for name in os.listdir(pycache) if "-trace" in name)
+
+
+EXPECTED_RESULTS = [42, 2, "hi bo", "A", "greeter"]
+
+
+def test_marked_functions_are_instrumented_and_behave_the_same(project):
+    report = run_driver(project, ["shop:double", "shop:Greeter.greet"])
+    assert report["double"] and report["greet"]
+    assert not report["untouched"] and not report["shout"] and not report["kind"]
+    assert report["results"] == EXPECTED_RESULTS
+    assert report["loader"] == "TraceLoader"
+    assert report["failures"] == []
+
+
+def test_wildcard_marks_every_function_and_method_of_the_module(project):
+    report = run_driver(project, ["shop:*"])
+    assert all(report[name] for name in ("double", "untouched", "greet", "shout", "kind"))
+    assert report["results"] == EXPECTED_RESULTS
+
+
+def test_first_import_rewrites_and_writes_the_cache(project):
+    report = run_driver(project, ["shop:double"])
+    assert (report["rewrites"], report["cache_hits"], report["cache_writes"]) == (1, 0, 1)
+    assert cache_files(project) == [f"shop.{sys.implementation.cache_tag}-trace1.pyc"]
+
+
+def test_second_import_is_served_from_the_cache_without_rewriting(project):
+    run_driver(project, ["shop:double"])
+    report = run_driver(project, ["shop:double"])
+    assert (report["rewrites"], report["cache_hits"], report["cache_writes"]) == (0, 1, 0)
+    assert report["double"] and not report["untouched"]
+    assert report["results"] == EXPECTED_RESULTS
+
+
+def test_normal_pyc_of_the_module_is_never_the_rewritten_one(project):
+    run_driver(project, ["shop:double"])
+    # a plain import afterwards (no hook) must get plain code, not the cached rewritten module
+    code = f"import sys; sys.path.insert(0, {str(project)!r}); import shop; print(any(n.startswith('@trace_') for n in shop.double.__code__.co_names))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent), check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_changing_the_marked_targets_invalidates_the_cache(project):
+    run_driver(project, ["shop:double"])
+    report = run_driver(project, ["shop:double", "shop:untouched"])
+    assert report["rewrites"] == 1 and report["cache_hits"] == 0
+    assert report["untouched"]
+
+
+def test_changing_the_granularity_invalidates_the_cache(project):
+    run_driver(project, ["shop:double"])
+    report = run_driver(project, ["shop:double"], granularity="op")
+    assert report["rewrites"] == 1 and report["cache_hits"] == 0
+
+
+def test_editing_the_source_invalidates_the_cache(project):
+    run_driver(project, ["shop:double"])
+    (project / "shop.py").write_text(MODULE_SOURCE.replace("x * 2", "x * 2 + 0"))
+    report = run_driver(project, ["shop:double"])
+    assert report["rewrites"] == 1
+    assert report["results"] == EXPECTED_RESULTS
+
+
+def test_touching_the_source_with_the_same_size_invalidates_the_cache(project):
+    run_driver(project, ["shop:double"])
+    source = project / "shop.py"
+    source.write_text(MODULE_SOURCE.replace("x * 2", "x * 3"))  # same size
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    report = run_driver(project, ["shop:double"])
+    assert report["rewrites"] == 1
+    assert report["results"][0] == 63
+
+
+def test_corrupt_cache_file_is_rewritten_not_trusted(project):
+    run_driver(project, ["shop:double"])
+    cache = project / "__pycache__" / cache_files(project)[0]
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) // 2])
+    report = run_driver(project, ["shop:double"])
+    assert report["rewrites"] == 1 and report["results"] == EXPECTED_RESULTS
+    assert run_driver(project, ["shop:double"])["cache_hits"] == 1
+
+
+def _drop_dac_override():
+    # As root, permission bits do not stop writes; drop CAP_DAC_OVERRIDE so a 0555 directory is truly read-only.
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_CAPBSET_DROP, CAP_DAC_OVERRIDE = 24, 1
+    if libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_read_only_directory_imports_without_a_cache(project, tmp_path):
+    os.chmod(project, 0o555)
+    try:
+        report = run_driver(project, ["shop:double"], preexec_fn=_drop_dac_override if os.geteuid() == 0 else None, tmp_path=tmp_path)
+    finally:
+        os.chmod(project, 0o755)
+    assert report["double"] and report["results"] == EXPECTED_RESULTS
+    assert report["cache_writes"] == 0 and report["cache_write_failures"] == 1
+    assert report["warnings"] == []
+    assert cache_files(project) == []
+
+
+def test_dont_write_bytecode_is_respected(project, tmp_path):
+    env = child_env(tmp_path, PYTHONDONTWRITEBYTECODE="1")
+    report = run_driver(project, ["shop:double"], env=env)
+    assert report["double"] and report["cache_writes"] == 0
+    assert cache_files(project) == []
+    assert run_driver(project, ["shop:double"], env=env)["rewrites"] == 1
+
+
+def test_module_imported_before_the_hook_is_instrumented_in_place_with_one_warning(project):
+    report = run_driver(project, ["shop:double", "shop:Greeter.greet"], before="import shop")
+    assert report["double"] and report["greet"] and not report["untouched"]
+    assert report["results"] == EXPECTED_RESULTS
+    assert report["rewrites"] == 0
+    assert len(report["warnings"]) == 1
+    assert report["warnings"][0].startswith("ImportedBeforeHookWarning: tracer: module 'shop' was imported before")
+
+
+def test_unmarked_module_is_imported_by_the_normal_machinery(project):
+    (project / "other.py").write_text("def f(x):\n    return x + 1\n")
+    code = textwrap.dedent(f"""
+        import sys, importlib.machinery
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("shop:double",)))
+        import other
+        with open(other.__file__) as f:
+            plain = compile(f.read(), other.__file__, "exec", dont_inherit=True)
+        plain_f = [c for c in plain.co_consts if getattr(c, "co_name", "") == "f"][0]
+        print(type(other.__spec__.loader) is importlib.machinery.SourceFileLoader, other.f.__code__ == plain_f,
+              import_hook.stats.rewrites)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "0"]
+
+
+def test_unmarked_functions_of_a_marked_module_keep_their_original_code(project):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("shop:double",)))
+        import shop
+        with open(shop.__file__) as f:
+            plain = compile(f.read(), shop.__file__, "exec", dont_inherit=True)
+        plain_untouched = [c for c in plain.co_consts if getattr(c, "co_name", "") == "untouched"][0]
+        print(shop.untouched.__code__ == plain_untouched)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_marked_functions_are_registered_with_the_marking_registry(project):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook, marking, ids
+        import_hook.install(config.TraceConfig(targets=("shop:double",), trainable=("shop:Greeter.greet",)))
+        import shop
+        double = marking.registry.get(ids.function_id("shop", "double"))
+        greet = marking.registry.get(ids.function_id("shop", "Greeter.greet"))
+        print(double.func() is shop.double, double.trainable, greet.trainable,
+              ids.function_id("shop", "untouched") in marking.registry)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True", "False"]
+
+
+def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
+    from tracer.import_hook import CACHE_TAG, cache_location
+
+    path = cache_location(str(tmp_path / "mod.py"))
+    assert path == str(tmp_path / "__pycache__" / f"mod.{CACHE_TAG}.pyc")
+    assert CACHE_TAG != sys.implementation.cache_tag
