@@ -572,16 +572,16 @@ class Store:
         return json.loads(row[0]) if row and row[0] else None
 
     def llm_totals(self, session: str | None = None) -> dict[str, Any]:
-        """LLM calls, tokens and cost so far (one session, or all of them)."""
-        query = ("SELECT COALESCE(SUM(llm_call_count), 0), COALESCE(SUM(prompt_tokens), 0),"
-                 " COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cost_usd), 0) FROM steps")
-        args: tuple = ()
-        if session is not None:
-            query += " WHERE session = ?"
-            args = (session,)
-        calls, prompt, completion, cost = self._conn.execute(query, args).fetchone()
-        return {"calls": calls, "prompt_tokens": prompt, "completion_tokens": completion,
-                "tokens": prompt + completion, "cost_usd": round(float(cost), 6)}
+        """LLM calls, tokens and cost so far (one session, or all), from the LLM layer's ledger.
+
+        The ledger (optimizer_service/llm/store.py) counts every provider call,
+        retries and cache hits included, so it is the authority; the steps
+        table keeps per-step usage for history.
+        """
+        from optimizer_service.llm.store import session_totals
+        totals = session_totals(self._conn, session).as_dict()
+        totals["tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+        return totals
 
 
 def _patch_kind(pdef: dict[str, Any]) -> str:
