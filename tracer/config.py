@@ -308,15 +308,16 @@ def child_environ(config: TraceConfig, environ: Mapping[str, str] | None = None)
 
 
 def untraced_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of `environ` without the tracer's bootstrap and TRACE_* marking variables.
+    """A copy of `environ` without the tracer's bootstrap and marking variables (targets, trainable, params, granularity).
 
     For processes that must not be traced (the optimizer daemon started on
-    demand by a traced process): they keep TRACE_DAEMON_SOCKET and
-    TRACE_STATE_DIR but lose the sitecustomize bootstrap.
+    demand by a traced process): they keep TRACE_DAEMON_SOCKET,
+    TRACE_STATE_DIR, TRACE_LLM and TRACE_SESSION but lose the sitecustomize
+    bootstrap.
     """
     env = dict(os.environ if environ is None else environ)
-    for name in ENV.values():
-        env.pop(name, None)
+    for name in ("targets", "trainable", "params", "granularity"):  # TRACE_LLM, TRACE_SESSION: the daemon may use them
+        env.pop(ENV[name], None)
     if "PYTHONPATH" in env:
         kept = [p for p in env["PYTHONPATH"].split(os.pathsep) if p and os.path.abspath(p) != BOOTSTRAP_DIR]
         if kept:

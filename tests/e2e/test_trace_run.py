@@ -1,0 +1,293 @@
+"""`trace-run` end to end: the program behaves exactly as under `python`, and its marked code is traced.
+
+Each test writes a small program into a temporary directory and runs the real
+`trace-run` command (the console script next to this interpreter) and, where
+it is compared, plain `python`, in subprocesses. No daemon runs: the tracer
+says once on stderr that tracing is off ("trace-live: ..."), which the
+comparison removes; everything else must be byte-identical.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+TRACE_RUN = os.path.join(os.path.dirname(sys.executable), "trace-run")
+TRACER_NOTICE = "trace-live: "
+
+
+def env_for(tmp_path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    env["TRACE_DAEMON_SOCKET"] = str(tmp_path / "no-daemon" / "sock")
+    env["TRACE_STATE_DIR"] = str(tmp_path / "state")
+    env.update(extra)
+    return env
+
+
+def run(cmd, cwd, tmp_path, **extra_env) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env_for(tmp_path, **extra_env), capture_output=True, text=True, timeout=60)
+
+
+def trace_run(args, cwd, tmp_path, **extra_env) -> subprocess.CompletedProcess:
+    return run([TRACE_RUN, "--no-autostart", *args], cwd, tmp_path, **extra_env)
+
+
+def without_notice(stderr: str) -> str:
+    return "".join(line for line in stderr.splitlines(keepends=True) if not line.startswith(TRACER_NOTICE))
+
+
+def assert_same_as_python(python_args, trace_args, cwd, tmp_path):
+    plain = run([sys.executable, *python_args], cwd, tmp_path)
+    traced = trace_run([*trace_args, *python_args], cwd, tmp_path)
+    assert traced.stdout == plain.stdout
+    assert without_notice(traced.stderr) == plain.stderr
+    assert traced.returncode == plain.returncode
+    return plain, traced
+
+
+def write(directory, name, source) -> str:
+    path = os.path.join(directory, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(source))
+    return path
+
+
+INTROSPECTION = """\
+import os, pickle, sys
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+def describe(value):
+    return f"<{value}>"
+
+print("argv", sys.argv)
+print("path0", sys.path[0])
+print("main", __name__, __file__, __spec__, __package__, __cached__)
+# the hook globals ("@trace_*", docs/internals.md section 4) are the one visible addition
+print("globals", sorted(name for name in globals() if not name.startswith("@trace_")))
+print("pickled", pickle.loads(pickle.dumps(Point(3))).x, type(pickle.loads(pickle.dumps(Point(3)))).__module__)
+print("described", describe(42))
+print("sibling", __import__("helper").VALUE)
+print("to stderr", file=sys.stderr)
+"""
+
+
+@pytest.fixture
+def program_dir(tmp_path):
+    directory = tmp_path / "prog"
+    directory.mkdir()
+    write(directory, "helper.py", "VALUE = 'from helper'\n")
+    return directory
+
+
+@pytest.mark.parametrize("targets", [[], ["--target", "__main__:*"]], ids=["untraced", "traced"])
+def test_script_sees_the_same_argv_path_globals_and_output(program_dir, tmp_path, targets):
+    write(program_dir, "intro.py", INTROSPECTION)
+    plain, _ = assert_same_as_python(["intro.py", "a", "-b", "--c=d"], targets, program_dir, tmp_path)
+    assert "argv ['intro.py', 'a', '-b', '--c=d']" in plain.stdout
+
+
+def test_script_given_by_absolute_path_from_another_directory(program_dir, tmp_path):
+    path = write(program_dir, "intro.py", INTROSPECTION)
+    assert_same_as_python([path], ["--target", "__main__:describe"], tmp_path, tmp_path)
+
+
+def test_classes_defined_in_the_script_pickle_round_trip(program_dir, tmp_path):
+    write(program_dir, "pickler.py", """
+        import pickle
+        class Box:
+            def __init__(self, v):
+                self.v = v
+        box = pickle.loads(pickle.dumps(Box([1, 2])))
+        print(type(box) is Box, box.v)
+    """)
+    result = trace_run(["--target", "__main__:*", "pickler.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True [1, 2]\n"
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ("print('fine')\n", 0),
+        ("import sys\nsys.exit(3)\n", 3),
+        ("raise SystemExit(3)\n", 3),
+        ("import sys\nsys.exit('bye: something failed')\n", 1),
+        ("import sys\nsys.exit(None)\n", 0),
+    ],
+    ids=["zero", "sys-exit-3", "systemexit-3", "exit-message", "exit-none"],
+)
+def test_exit_status_and_message_are_the_programs(program_dir, tmp_path, body, status):
+    write(program_dir, "ender.py", body)
+    plain, _ = assert_same_as_python(["ender.py"], [], program_dir, tmp_path)
+    assert plain.returncode == status
+
+
+def test_uncaught_exception_exits_1_with_a_traceback_free_of_runner_frames(program_dir, tmp_path):
+    write(program_dir, "crash.py", """
+        def inner(n):
+            return 10 / n
+
+        def outer():
+            return inner(0)
+
+        outer()
+    """)
+    _, traced = assert_same_as_python(["crash.py"], ["--target", "__main__:*"], program_dir, tmp_path)
+    assert traced.returncode == 1
+    assert "ZeroDivisionError" in traced.stderr
+    assert "tracer" not in without_notice(traced.stderr)
+    assert without_notice(traced.stderr).startswith("Traceback (most recent call last):\n  File \"")
+
+
+def test_syntax_error_in_the_script_is_reported_like_python(program_dir, tmp_path):
+    write(program_dir, "broken.py", "x = (\n")
+    _, traced = assert_same_as_python(["broken.py"], [], program_dir, tmp_path)
+    assert traced.returncode == 1 and "SyntaxError" in traced.stderr
+
+
+def test_missing_script_fails_like_python(program_dir, tmp_path):
+    plain, traced = assert_same_as_python(["nowhere.py"], [], program_dir, tmp_path)
+    assert plain.returncode == 2
+
+
+def test_dash_m_runs_a_package_module_as_main(program_dir, tmp_path):
+    write(program_dir, "pkg/__init__.py", "")
+    write(program_dir, "pkg/tool.py", """
+        import sys
+        def run(args):
+            return "ran " + " ".join(args)
+        print(__name__, __spec__.name, __package__, sys.argv[1:], sys.path[0])
+        print(sorted(name for name in globals() if not name.startswith("@trace_")))
+        print(run(sys.argv[1:]))
+    """)
+    plain, _ = assert_same_as_python(["-m", "pkg.tool", "x", "--y"], ["--target", "pkg.tool:run"], program_dir, tmp_path)
+    assert plain.stdout.startswith("__main__ pkg.tool pkg ['x', '--y']")
+
+
+def test_dash_m_runs_a_package_main(program_dir, tmp_path):
+    write(program_dir, "app/__init__.py", "")
+    write(program_dir, "app/__main__.py", "print('app main', __name__, __spec__.name)\n")
+    assert_same_as_python(["-m", "app"], [], program_dir, tmp_path)
+
+
+def test_missing_module_fails_like_python(program_dir, tmp_path):
+    plain, _ = assert_same_as_python(["-m", "no_such_module_here"], [], program_dir, tmp_path)
+    assert plain.returncode == 1
+
+
+def test_marked_main_functions_are_instrumented_before_the_script_runs(program_dir, tmp_path):
+    write(program_dir, "marked.py", """
+        def traced(x):
+            return x + 1
+
+        def plain(x):
+            return x - 1
+
+        def instrumented(f):
+            return any(n.startswith("@trace_") for n in f.__code__.co_names)
+
+        print(instrumented(traced), instrumented(plain), traced(1), plain(1))
+    """)
+    result = trace_run(["--target", "__main__:traced", "marked.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True False 2 0\n"
+
+
+def test_imported_modules_are_instrumented_by_target(program_dir, tmp_path):
+    write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
+    write(program_dir, "uses_lib.py", """
+        import lib
+        print(any(n.startswith("@trace_") for n in lib.work.__code__.co_names), lib.work(4))
+    """)
+    result = trace_run(["--target", "lib:work", "uses_lib.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True 8\n"
+
+
+def test_targets_can_come_from_pyproject(program_dir, tmp_path):
+    write(program_dir, "pyproject.toml", """
+        [tool.trace]
+        targets = ["lib:work"]
+    """)
+    write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
+    write(program_dir, "uses_lib.py", """
+        import lib
+        print(any(n.startswith("@trace_") for n in lib.work.__code__.co_names))
+    """)
+    result = trace_run(["uses_lib.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True\n"
+
+
+def test_invalid_configuration_is_a_usage_error_before_the_program_runs(program_dir, tmp_path):
+    write(program_dir, "ok.py", "print('should not run')\n")
+    result = trace_run(["--target", "not-a-target", "ok.py"], program_dir, tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "trace-run: error: --target 'not-a-target'" in result.stderr
+
+
+def test_show_config_prints_merged_settings_and_their_sources(program_dir, tmp_path):
+    result = run([TRACE_RUN, "--target", "a:f", "--show-config"], program_dir, tmp_path, TRACE_GRANULARITY="op")
+    assert result.returncode == 0, result.stderr
+    assert "targets      a:f    (command line)" in result.stdout
+    assert "granularity  op    (environment)" in result.stdout
+
+
+CHILD_CHECK = """
+    def instrumented(f):
+        return any(n.startswith("@trace_") for n in f.__code__.co_names)
+"""
+
+
+def test_multiprocessing_spawn_children_are_traced(program_dir, tmp_path):
+    write(program_dir, "worker.py", CHILD_CHECK + """
+    def work(x):
+        return x * 10, instrumented(work)
+    """)
+    write(program_dir, "spawner.py", CHILD_CHECK + """
+    import multiprocessing as mp
+    import worker
+
+    def local_work(x):
+        return x + 1, instrumented(local_work)
+
+    if __name__ == "__main__":
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            print(pool.apply(worker.work, (4,)), pool.apply(local_work, (4,)))
+    """)
+    result = trace_run(["--target", "worker:work", "--target", "__main__:local_work", "spawner.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "(40, True) (5, True)\n"
+
+
+def test_python_subprocesses_are_traced_and_run_the_users_sitecustomize(program_dir, tmp_path):
+    user_site = tmp_path / "usersite"
+    write(user_site, "sitecustomize.py", "import os\nos.environ['USER_SITECUSTOMIZE_RAN'] = 'yes'\n")
+    write(program_dir, "lib.py", CHILD_CHECK + """
+    def work():
+        return instrumented(work)
+    """)
+    write(program_dir, "child.py", """
+        import os, sys
+        import lib
+        print(lib.work(), os.environ.get("USER_SITECUSTOMIZE_RAN"), any("bootstrap" in p for p in sys.path))
+    """)
+    write(program_dir, "parent.py", """
+        import subprocess, sys
+        out = subprocess.run([sys.executable, "child.py"], capture_output=True, text=True)
+        print(out.stdout.strip())
+        sys.stderr.write(out.stderr)
+    """)
+    result = trace_run(["--target", "lib:work", "parent.py"], program_dir, tmp_path, PYTHONPATH=str(user_site))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True yes False\n"
