@@ -1,0 +1,420 @@
+"""The background thread that moves trace records from the program to the daemon.
+
+Every `interval` seconds, and whenever someone calls `flush()`, the flusher
+
+1. drains the per-thread buffers the hooks appended to (`drain()`),
+2. turns the raw records into wire events (`convert(records)`, the
+   provenance resolver: this is where values are summarised, off the hot path),
+3. queues the definitions those events need that the daemon has not been told
+   yet (functions, sites, parameters), then the events as `EventBatch`es,
+4. sends the queue in order through the transport.
+
+Memory is bounded at every stage: the hooks' buffers by their own capacity
+(when full they call the overflow handler, `backpressure()`, which blocks the
+producing thread briefly while the flusher drains), and the flusher's queue
+by `max_pending_events` (while the daemon is unreachable or slower than the
+program). Whatever is dropped is counted, reported to the daemon in the next
+`EventBatch.dropped`, and shown by `stats()`.
+
+When the transport reconnects to a (restarted) daemon, the new daemon knows
+nothing of this process: the flusher re-sends every definition before the
+next batch and starts a new episode, because value nodes the old daemon saw
+cannot be referred to any more.
+
+The resolver is only touched under `resolver_lock`, so the API layer can look
+values up in it (`with flusher.resolver_lock:`) between two flush cycles.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Final, Iterable, Protocol
+
+from protocol import messages as m
+
+from tracer.errors import NotConnected
+from tracer.transport import ConnectionChanged, Transport
+
+DEFAULT_INTERVAL: Final = 0.05
+DEFAULT_BATCH_EVENTS: Final = 4096
+DEFAULT_MAX_PENDING_EVENTS: Final = 200_000
+DEFAULT_MAX_EPISODE_RECORDS: Final = 1_000_000
+DEFAULT_BACKPRESSURE_WAIT: Final = 0.05
+
+# Event tags whose item at the given index is a function id / site id.
+_FUNC_INDEX: Final = {"call": 2}
+_SITE_INDEX: Final = {"op": 3}
+
+
+class DefinitionLookup(Protocol):
+    """Where the flusher finds the definitions an event refers to."""
+
+    def function_def(self, func_id: int) -> m.FunctionDef | None: ...
+
+    def site_def(self, site_id: int) -> m.SiteDef | None: ...
+
+    def param_defs(self) -> tuple[int, list[m.ParamDef]]:
+        """(generation, definitions): the generation changes whenever a parameter does."""
+        ...
+
+    def param_generation(self) -> int:
+        """The current generation alone (cheap: checked every flush cycle)."""
+        ...
+
+    def trainable_function_ids(self) -> Iterable[int]: ...
+
+
+class DefinitionTracker:
+    """Remembers which definitions were sent, so each goes out once per connection."""
+
+    def __init__(self, lookup: DefinitionLookup):
+        self._lookup = lookup
+        self._functions: dict[int, m.FunctionDef] = {}
+        self._sites: dict[int, m.SiteDef] = {}
+        self._params: dict[str, m.ParamDef] = {}
+        self._param_generation: int | None = None
+
+    def collect(self, events: list[list]) -> m.Definitions | None:
+        """Definitions that `events` (or newly registered parameters and trainable
+        functions) need and that were not collected before; None if there are none."""
+        functions: list[m.FunctionDef] = []
+        sites: list[m.SiteDef] = []
+        wanted_functions = set(self._lookup.trainable_function_ids())
+        for event in events:
+            tag = event[0]
+            if tag in _FUNC_INDEX:
+                wanted_functions.add(event[_FUNC_INDEX[tag]])
+            elif tag in _SITE_INDEX:
+                site_id = event[_SITE_INDEX[tag]]
+                if site_id not in self._sites:
+                    site = self._lookup.site_def(site_id)
+                    if site is not None:
+                        self._sites[site_id] = site
+                        sites.append(site)
+                        wanted_functions.add(site.func)
+        for func_id in wanted_functions - self._functions.keys():
+            definition = self._lookup.function_def(func_id)
+            if definition is not None:
+                self._functions[func_id] = definition
+                functions.append(definition)
+        # A newly marked trainable function is also a (source) parameter.
+        params = self._changed_params(force=bool(functions))
+        if not (functions or sites or params):
+            return None
+        return m.Definitions(functions=functions, params=params, sites=sites)
+
+    def _changed_params(self, force: bool) -> list[m.ParamDef]:
+        if not force and self._lookup.param_generation() == self._param_generation:
+            return []
+        generation, definitions = self._lookup.param_defs()
+        self._param_generation = generation
+        changed = [d for d in definitions if self._params.get(d.name) != d]
+        self._params.update((d.name, d) for d in changed)
+        return changed
+
+    def everything(self) -> m.Definitions | None:
+        """Every definition collected so far, for a daemon that has seen none of them."""
+        if not (self._functions or self._sites or self._params):
+            return None
+        return m.Definitions(
+            functions=list(self._functions.values()),
+            params=list(self._params.values()),
+            sites=list(self._sites.values()),
+        )
+
+    def forget(self) -> None:
+        """Start over (a forked child is a new client that has sent nothing)."""
+        self._functions.clear()
+        self._sites.clear()
+        self._params.clear()
+        self._param_generation = None
+
+
+@dataclass
+class FlusherStats:
+    """Counters since the process (or the forked child) started tracing."""
+
+    events_sent: int = 0
+    batches_sent: int = 0
+    definitions_sent: int = 0
+    dropped: int = 0            # records/events lost: buffer overflow, queue overflow, conversion errors
+    pending_events: int = 0     # converted, not yet sent
+    episodes_closed: int = 0
+    auto_rolled: int = 0        # episodes released because they grew past max_episode_records
+    internal_errors: int = 0
+    last_error: str | None = None
+
+
+class Flusher:
+    """Drains, converts and sends trace records on a daemon thread.
+
+    `drain()` returns the raw records appended since the last call, as
+    `buffers.drain()` does: a list of (thread ident, records);
+    `convert(drained)` turns them into wire events; `release()` frees the
+    values the resolver keeps alive for the current episode;
+    `take_dropped()` returns how many records the buffers dropped since it
+    was last called; `suppress_tracing()` is called first on the flusher's
+    own thread so that nothing it runs is traced.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        drain: Callable[[], list[tuple[int, list]]],
+        convert: Callable[[list[tuple[int, list]]], list[list]],
+        release: Callable[[], None],
+        definitions: DefinitionTracker,
+        take_dropped: Callable[[], int] = lambda: 0,
+        suppress_tracing: Callable[[], None] = lambda: None,
+        interval: float = DEFAULT_INTERVAL,
+        batch_events: int = DEFAULT_BATCH_EVENTS,
+        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS,
+    ) -> None:
+        self._transport = transport
+        self._drain = drain
+        self._convert = convert
+        self._release = release
+        self._definitions = definitions
+        self._take_dropped = take_dropped
+        self._suppress_tracing = suppress_tracing
+        self._interval = interval
+        self._batch_events = batch_events
+        self._max_pending_events = max_pending_events
+        self.max_episode_records = max_episode_records
+        self._init_state()
+
+    def _init_state(self) -> None:
+        # Per process: a forked child calls this again.
+        self.resolver_lock = threading.RLock()
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._requested = 0          # flush tickets handed out
+        self._completed = 0          # highest ticket a finished cycle has served
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._connection_generation: int | None = None
+        self._unreported_drops = 0
+        self._episode_records = 0
+        self._episode_sent_on: int | None = None   # connection generation that saw this episode
+        self.episode = 1
+        self.stats = FlusherStats()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the flusher thread."""
+        self._thread = threading.Thread(target=self._run, name="trace-live-flusher", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float) -> bool:
+        """Send what is left (waiting at most `timeout` s) and stop the thread.
+
+        Returns True if everything was sent.
+        """
+        flushed = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(min(timeout, 0.5))
+        return flushed
+
+    def after_fork_in_child(self) -> None:
+        """Start over as a new client: empty queue, nothing sent, episode 1, a fresh thread."""
+        was_running = self._thread is not None and not self._stopping
+        self._init_state()
+        self._definitions.forget()
+        if was_running:
+            self.start()
+
+    # -- what callers use --------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything recorded before this call; wait at most `timeout` s.
+
+        Returns True when it was sent, False on timeout or when the daemon is
+        unreachable (the records stay queued, within the queue's bound).
+        """
+        if not self.running:
+            return False
+        with self._progress:
+            self._requested += 1
+            ticket = self._requested
+            self._wake.set()
+            done = self._progress.wait_for(lambda: self._completed >= ticket, timeout)
+        return done and not self._queue
+
+    def backpressure(self, timeout: float = DEFAULT_BACKPRESSURE_WAIT) -> None:
+        """Overflow handler for the hooks: wake the flusher and wait (briefly) for one drain.
+
+        Called on the producing thread when its buffer is full; bounded by
+        `timeout` so a stalled daemon slows the program down by at most that
+        much per overflow, never hangs it. Never raises.
+        """
+        try:
+            if not self.running or self._thread is threading.current_thread():
+                return
+            with self._progress:
+                self._requested += 1
+                ticket = self._requested
+                self._wake.set()
+                self._progress.wait_for(lambda: self._completed >= ticket, timeout)
+        except Exception:
+            pass
+
+    def new_episode(self, timeout: float) -> int:
+        """Close the current episode and start the next one; return the new episode number.
+
+        Flushes first (bounded by `timeout`), queues `EpisodeClosed`, and
+        releases the values the resolver kept alive, so memory returns to
+        its level before the episode.
+        """
+        self.flush(timeout)
+        with self.resolver_lock:
+            self._convert_pending_records()
+            self._roll_locked()
+            episode = self.episode
+        self._wake.set()
+        return episode
+
+    def note_feedback(self) -> None:
+        """Feedback was given: do not auto-roll the episode for the records seen so far."""
+        self._episode_records = 0
+
+    # -- the thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._suppress_tracing()
+        except Exception as exc:
+            self._note_error(exc)
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            stopping = self._stopping
+            with self._progress:
+                serving = self._requested
+            try:
+                self._cycle()
+            except Exception as exc:  # the flusher must survive its own bugs
+                self._note_error(exc)
+            with self._progress:
+                self._completed = max(self._completed, serving)
+                self._progress.notify_all()
+            if stopping:
+                return
+
+    def _cycle(self) -> None:
+        with self.resolver_lock:
+            self._convert_pending_records()
+            if self._episode_records > self.max_episode_records:
+                self._roll_locked()
+                self.stats.auto_rolled += 1
+        if self._unreported_drops and not self._queue:
+            # Nothing else to carry the count: an empty batch reports it.
+            self._queue.append(m.EventBatch(episode=self.episode, events=[], dropped=0))
+        self._send_queue()
+
+    def _convert_pending_records(self) -> None:
+        drained = self._drain()
+        self._count_buffer_drops()
+        records = sum(len(chunk) for _, chunk in drained)
+        if not records:
+            return
+        try:
+            events = self._convert(drained)
+        except Exception as exc:
+            self._note_error(exc)
+            self._drop(records)
+            return
+        self._episode_records += records
+        definitions = self._definitions.collect(events)
+        if definitions is not None:
+            self._queue.append(definitions)
+        for start in range(0, len(events), self._batch_events):
+            chunk = events[start:start + self._batch_events]
+            if self.stats.pending_events + len(chunk) > self._max_pending_events:
+                self._drop(len(events) - start)
+                break
+            self._queue.append(m.EventBatch(episode=self.episode, events=chunk, dropped=0))
+            self.stats.pending_events += len(chunk)
+
+    def _roll_locked(self) -> None:
+        self._queue.append(m.EpisodeClosed(episode=self.episode))
+        try:
+            self._release()
+        except Exception as exc:
+            self._note_error(exc)
+        self.episode += 1
+        self._episode_records = 0
+        self._episode_sent_on = None
+
+    def _send_queue(self) -> None:
+        transport = self._transport
+        while self._queue:
+            if not transport.connected:
+                return
+            generation = transport.generation
+            try:
+                if generation != self._connection_generation:
+                    self._start_connection(generation)
+                msg = self._queue[0]
+                if isinstance(msg, m.EventBatch) and self._unreported_drops:
+                    msg.dropped, self._unreported_drops = self._unreported_drops, 0
+                transport.send(msg, generation=generation)
+            except ConnectionChanged:
+                continue
+            except NotConnected:
+                return
+            self._queue.popleft()
+            self._count_sent(msg, generation)
+
+    def _start_connection(self, generation: int) -> None:
+        """Tell a daemon that has never seen this process everything it needs."""
+        with self.resolver_lock:
+            everything = self._definitions.everything()
+            if everything is not None:
+                self._transport.send(everything, generation=generation)
+                self.stats.definitions_sent += 1
+            # Queued Definitions are all part of `everything`: do not send them twice.
+            self._queue = deque(msg for msg in self._queue if not isinstance(msg, m.Definitions))
+            previous, self._connection_generation = self._connection_generation, generation
+            if previous is not None and self._episode_sent_on is not None and self._episode_sent_on != generation:
+                # The new daemon never saw this episode's value nodes: start a fresh one.
+                self._roll_locked()
+
+    def _count_sent(self, msg: Any, generation: int) -> None:
+        if isinstance(msg, m.EventBatch):
+            self.stats.events_sent += len(msg.events)
+            self.stats.batches_sent += 1
+            self.stats.pending_events -= len(msg.events)
+            if msg.episode == self.episode:
+                self._episode_sent_on = generation
+        elif isinstance(msg, m.Definitions):
+            self.stats.definitions_sent += 1
+        elif isinstance(msg, m.EpisodeClosed):
+            self.stats.episodes_closed += 1
+
+    # -- drops and errors --------------------------------------------------
+
+    def _count_buffer_drops(self) -> None:
+        dropped = self._take_dropped()
+        if dropped:
+            self._drop(dropped)
+
+    def _drop(self, count: int) -> None:
+        self.stats.dropped += count
+        self._unreported_drops += count
+
+    def _note_error(self, exc: BaseException) -> None:
+        self.stats.internal_errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
