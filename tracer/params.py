@@ -73,6 +73,7 @@ __all__ = [
     "unshared_copy",
     "coerce_value",
     "stable_module_name",
+    "register_source_param",
 ]
 
 PY = sys.version_info[:2]
@@ -706,16 +707,20 @@ def _marking() -> ModuleType | None:
         return None
 
 
-def _source_record(func_id: int, entry: Any, func: FunctionType, marking: ModuleType) -> ParamRecord | None:
+def _source_record(func_id: int, entry: Any, func: FunctionType, marking: ModuleType | None) -> ParamRecord | None:
     from protocol.source_rules import signature_of
 
     module_name = getattr(entry, "module", None) or func.__module__ or "__main__"
     qualname = getattr(entry, "qualname", None) or func.__qualname__
     definition = None
-    try:
-        definition = marking.function_def(func_id)
-    except Exception:
-        definition = None
+    for owner in (marking, getattr(marking, "registry", None)):
+        lookup = getattr(owner, "function_def", None)
+        if lookup is not None:
+            try:
+                definition = lookup(func_id)
+                break
+            except Exception:
+                definition = None
     source = getattr(definition, "source", None)
     if not source:
         import inspect
@@ -725,7 +730,8 @@ def _source_record(func_id: int, entry: Any, func: FunctionType, marking: Module
         except (OSError, TypeError):
             return None  # no source to show the LLM or to patch
     namespace = func.__globals__
-    name = f"{stable_module_name(namespace) if namespace.get('__name__') == module_name else module_name}.{qualname}"
+    prefix = stable_module_name(namespace) if namespace.get("__name__") == module_name else module_name
+    name = f"{prefix}.{qualname}".replace(".<locals>.", ".")
     file = getattr(definition, "file", None) or func.__code__.co_filename
     line = getattr(definition, "line", None) or func.__code__.co_firstlineno
     record = ParamRecord(
@@ -1139,6 +1145,37 @@ def register_config_param(spec: str, *, constraint: str | None = None, trainable
         return record
 
 
-def iter_records(kind: str | None = None) -> Iterable[ParamRecord]:
-    """Records of one kind (or all), a convenience for callers outside the registry."""
-    return [r for r in registry.records() if kind is None or r.kind == kind]
+def register_source_param(func: Any, *, name: str | None = None) -> ParamRecord:
+    """Make the source of `func` a trainable parameter of kind "source"; return its record.
+
+    Marked trainable functions (`tracer.marking.registry`) become parameters
+    by themselves; this is for a function marked some other way. `func` may
+    be a function, classmethod, staticmethod or bound method (its underlying
+    function is used). Raises `TypeError` if it is not a Python function or
+    its source cannot be read.
+    """
+    target = getattr(func, "__func__", func)
+    if not isinstance(target, FunctionType):
+        raise TypeError(f"only Python functions can have a source parameter, got {type(func).__name__}")
+    module_name = target.__module__ or target.__globals__.get("__name__", "__main__")
+    func_id = ids.function_id(module_name, target.__qualname__)
+    with registry.lock:
+        known = registry._source_funcs.get(func_id)
+        if known is not None and known.function() is target:
+            return known
+        entry = _PlainEntry(module_name, target.__qualname__)
+        record = _source_record(func_id, entry, target, None)
+        if record is None:
+            raise TypeError(f"the source of {target.__qualname__} cannot be read (defined in a REPL or exec?)")
+        if name:
+            record.name = name
+        registry._source_funcs[func_id] = record
+        registry.by_name[record.name] = record
+        registry.generation += 1
+        return record
+
+
+@dataclass
+class _PlainEntry:
+    module: str
+    qualname: str
