@@ -131,13 +131,27 @@ class _Optional(Codec):
         self.expected = f"{inner.expected} or None"
 
     def decode(self, value, path):
-        return None if value is None else self.inner.decode(value, path)
+        if value is None:
+            return None
+        try:
+            return self.inner.decode(value, path)
+        except InvalidMessage as error:
+            raise self._mention_none(error, value, path) from None
 
     def encode(self, value, path):
-        return None if value is None else self.inner.encode(value, path)
+        if value is None:
+            return None
+        try:
+            return self.inner.encode(value, path)
+        except InvalidMessage as error:
+            raise self._mention_none(error, value, path) from None
 
-    def _wrong(self, error, value, path):
-        return error(path, f"expected {self.expected}, got {type_label(value)}")
+    def _mention_none(self, error: InvalidMessage, value: Any, path: str) -> InvalidMessage:
+        # "expected float or None" when the value itself has the wrong type;
+        # a problem deeper inside keeps its own path and text.
+        if error.path == path and error.problem.startswith("expected "):
+            return type(error)(path, f"expected {self.expected}, got {type_label(value)}")
+        return error
 
 
 class _Literal(Codec):
