@@ -7,6 +7,7 @@ status and run admin requests.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from typing import Any, Final
 
@@ -40,7 +41,8 @@ class AdminClient:
         except OSError as exc:
             self.sock.close()
             raise DaemonNotRunning(f"no daemon is listening at {socket_path} ({exc.strerror or exc})") from None
-        self.sock.sendall(encode_message(client_hello("", client_name=CLIENT_NAME)))
+        self.sock.sendall(encode_message(client_hello("", auth_token=os.environ.get("TRACE_AUTH_TOKEN") or None,
+                                                       client_name=CLIENT_NAME)))
         first = self._receive()
         if isinstance(first, m.Reject):
             self.close()

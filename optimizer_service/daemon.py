@@ -41,6 +41,8 @@ from optimizer_service.store import Store
 log = logging.getLogger("optimizer_service")
 
 STEP_WORKERS: Final = 2
+# Optional shared secret: when the daemon has one, every Hello must carry it.
+AUTH_TOKEN_ENV: Final = "TRACE_AUTH_TOKEN"
 LOG_MAX_BYTES: Final = 5 * 1024 * 1024
 
 
@@ -69,7 +71,8 @@ def run_daemon(locations: Locations, *, optimizer: str | None = None, max_frame_
         manager = SessionManager(store, executor, factory, limits)
         server = DaemonServer(manager, socket_path=str(locations.socket), database=str(locations.database),
                               log_file=str(locations.log_file), state_dir=str(locations.state_dir),
-                              max_frame_size=max_frame_size)
+                              max_frame_size=max_frame_size,
+                              auth_token=os.environ.get(AUTH_TOKEN_ENV) or None)
         try:
             asyncio.run(_serve(server, locations))
         finally:

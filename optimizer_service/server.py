@@ -83,7 +83,8 @@ class DaemonServer:
     """Serves `manager` on a Unix socket; `serve()` returns when stopped."""
 
     def __init__(self, manager: SessionManager, *, socket_path: str, database: str, log_file: str,
-                 state_dir: str, max_frame_size: int, check_peer_uid: bool = True):
+                 state_dir: str, max_frame_size: int, check_peer_uid: bool = True,
+                 auth_token: str | None = None):
         self.manager = manager
         self.socket_path = socket_path
         self.database = database
@@ -91,6 +92,7 @@ class DaemonServer:
         self.state_dir = state_dir
         self.max_frame_size = max_frame_size
         self.check_peer_uid = check_peer_uid
+        self.auth_token = auth_token
         self.started = time.time()
         self.connections: set[Connection] = set()
         self._stopped: asyncio.Event | None = None
@@ -205,7 +207,7 @@ class DaemonServer:
                               message=f"the first message must be a hello, got {type(hello).__name__}"))
             return False
         try:
-            check_hello(hello)
+            check_hello(hello, auth_token=self.auth_token)
         except ProtocolError as exc:
             conn.send(m.Reject(reason=str(exc), protocol=PROTOCOL_VERSION))
             return False

@@ -1,0 +1,194 @@
+"""Sessions on a real daemon: minibatch steps, broadcast patches, late joiners, rejections."""
+from __future__ import annotations
+
+import json
+import time
+
+from protocol import messages as m
+from tests.daemon.support import Client
+
+
+def steps_of(env, session: str) -> list[dict]:
+    with Client(env.socket) as admin:
+        reply = admin.request("steps", session=session)
+    assert reply.ok, reply.error
+    return reply.data
+
+
+def report(step: dict) -> dict:
+    return json.loads(step["reasoning"])
+
+
+def test_step_patches_every_process_including_one_that_gave_no_feedback(env, daemon):
+    worker = Client(env.socket, "s")
+    idle = Client(env.socket, "s")
+    out = worker.run_episode(1, "Be brief.")
+    idle.run_episode(1, "Be brief.")
+    worker.send(m.Feedback(episode=1, node=out, text="too long"))
+    done = worker.step(suggest={"prompt": "Be very brief."})
+    assert done.error is None and done.version == 1
+    assert done.changes == [{"name": "prompt", "kind": "value", "old": "Be brief.", "new": "Be very brief."}]
+    for client in (worker, idle):
+        patch = client.expect(m.Patch)
+        assert patch.version == 1
+        assert [(i.name, i.kind, i.value) for i in patch.items] == [("prompt", "value", "Be very brief.")]
+
+
+def test_late_joiner_gets_latest_version_right_after_welcome(env, daemon):
+    first = Client(env.socket, "s")
+    out = first.run_episode(1, "v0")
+    first.send(m.Feedback(episode=1, node=out, text="bad"))
+    assert first.step(suggest={"prompt": "v1"}).version == 1
+    first.send(m.Feedback(episode=1, node=out, text="still bad"))
+    assert first.step(suggest={"prompt": "v2"}).version == 2
+
+    late = Client(env.socket, "s")
+    assert isinstance(late.welcome, m.Welcome) and late.welcome.version == 2
+    patch = late.expect(m.Patch, timeout=2)
+    assert patch.version == 2 and [(i.name, i.value) for i in patch.items] == [("prompt", "v2")]
+
+
+def test_joiner_of_a_session_at_version_zero_gets_no_patch(env, daemon):
+    client = Client(env.socket, "fresh")
+    assert client.welcome.version == 0
+    client.status()  # a round trip: anything sent after Welcome has arrived by now
+    assert not [msg for msg in client.inbox if isinstance(msg, m.Patch)]
+
+
+def test_step_aggregates_feedback_of_all_processes_since_last_step(env, daemon):
+    a, b = Client(env.socket, "s"), Client(env.socket, "s")
+    out_a, out_b = a.run_episode(1, "p"), b.run_episode(1, "p")
+    a.send(m.Feedback(episode=1, node=out_a, text="from a"))
+    b.send(m.Feedback(episode=1, node=out_b, text="from b"))
+    b.status()
+    assert a.step().version == 1
+    a.send(m.Feedback(episode=1, node=out_a, text="later"))
+    assert a.step().version == 2
+    first, second = steps_of(env, "s")
+    assert report(first)["feedback"] == ["from a", "from b"]
+    assert report(second)["feedback"] == ["later"]
+
+
+def test_optimizer_sees_feedback_subgraph_with_its_parameter(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "hello")
+    client.send(m.Feedback(episode=1, node=out, text="meh"))
+    client.step()
+    seen = report(steps_of(env, "s")[0])
+    assert seen["graph_nodes"] == 3 and seen["graph_params"] == ["prompt"]
+    assert seen["params"] == {"prompt": "hello"}
+
+
+def test_memory_holds_past_parameters_and_feedback_up_to_its_size(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "a")
+    for text, size in (("one", 5), ("two", 5), ("three", 5), ("four", 1)):
+        client.send(m.Feedback(episode=1, node=out, text=text))
+        client.step(memory_size=size)
+    steps = steps_of(env, "s")
+    assert report(steps[2])["memory"] == [[{"prompt": "a"}, "one"], [{"prompt": "a!"}, "two"]]
+    assert report(steps[3])["memory"] == [[{"prompt": "a!!"}, "three"]]
+
+
+def test_rejected_patch_item_is_feedback_for_the_next_step(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    assert client.step().version == 1
+    patch = client.expect(m.Patch)
+    client.send(m.PatchAck(version=patch.version, results=[m.PatchResult(name="prompt", ok=False,
+                                                                         error="SyntaxError: bad")]))
+    client.send(m.Feedback(episode=1, node=out, text="y"))
+    assert client.step().version == 2
+    rejections = report(steps_of(env, "s")[1])["rejections"]
+    assert len(rejections) == 1 and "'prompt'" in rejections[0] and "SyntaxError: bad" in rejections[0]
+
+
+def test_applied_version_is_shown_per_process_after_ack(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    client.step()
+    patch = client.expect(m.Patch)
+    client.send(m.PatchAck(version=patch.version, results=[m.PatchResult(name="prompt", ok=True)]))
+    process = client.status()["sessions"][0]["processes"][0]
+    assert process["applied_version"] == 1
+
+
+def test_step_without_feedback_fails_with_a_reason(env, daemon):
+    client = Client(env.socket, "s")
+    done = client.step()
+    assert done.version is None and done.error_kind == "step_failed" and "feedback" in done.error
+
+
+def test_optimizer_error_kind_reaches_the_requester_and_feedback_stays_pending(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    done = client.step(fail="llm_error")
+    assert done.version is None and done.error_kind == "llm_error"
+    assert client.step().version == 1  # the retry still has the feedback
+
+
+def test_unknown_parameter_suggestion_is_rejected(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    done = client.step(suggest={"nope": 1})
+    assert done.error_kind == "suggestion_rejected" and "nope" in done.error
+
+
+def test_concurrent_step_requests_share_one_step(env, daemon):
+    a, b = Client(env.socket, "s"), Client(env.socket, "s")
+    out = a.run_episode(1, "p")
+    a.send(m.Feedback(episode=1, node=out, text="x"))
+    a.status()
+    a.send(m.StepRequest(request_id=1, options={"sleep": 0.5}))
+    time.sleep(0.1)
+    b.send(m.StepRequest(request_id=1, options={}))
+    done_a, done_b = a.expect(m.StepDone), b.expect(m.StepDone)
+    assert done_a.version == done_b.version == 1
+    assert len(steps_of(env, "s")) == 1
+
+
+def test_ingest_and_status_do_not_wait_for_a_running_step(env, daemon):
+    stepper, other = Client(env.socket, "s"), Client(env.socket, "s")
+    out = stepper.run_episode(1, "p")
+    stepper.send(m.Feedback(episode=1, node=out, text="x"))
+    stepper.send(m.StepRequest(request_id=99, options={"sleep": 3}))
+    time.sleep(0.2)
+    started = time.monotonic()
+    other.send(m.EventBatch(episode=5, events=[["v", i, {"t": "int", "id": i, "v": i}] for i in range(1000)]))
+    status = other.status()
+    assert time.monotonic() - started < 1.5
+    mine = [p for p in status["sessions"][0]["processes"] if p["client_id"] == other.welcome.client_id]
+    assert mine[0]["events"] == 1000
+    assert stepper.expect(m.StepDone, timeout=10).version == 1
+
+
+def test_processes_of_other_sessions_get_no_patch(env, daemon):
+    a, stranger = Client(env.socket, "s"), Client(env.socket, "other")
+    out = a.run_episode(1, "p")
+    a.send(m.Feedback(episode=1, node=out, text="x"))
+    a.step()
+    a.expect(m.Patch)
+    stranger.status()
+    assert not [msg for msg in stranger.inbox if isinstance(msg, m.Patch)]
+
+
+def test_episodes_without_feedback_are_released(env, daemon):
+    client = Client(env.socket, "s")
+    for episode in range(1, 21):
+        client.run_episode(episode, "p")
+    session = client.status()["sessions"][0]
+    assert session["episodes"] <= 4
+
+
+def test_episode_with_feedback_is_kept_until_a_step_uses_it(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    for episode in range(2, 12):
+        client.run_episode(episode, "p")
+    client.step()
+    assert report(steps_of(env, "s")[0])["graph_nodes"] == 3
