@@ -76,6 +76,7 @@ class RuntimeConfig:
     service_factory: Callable[[], InProcessService] | None = None
     client_name: str = ""
     connect_timeout: float = 0.5        # one attempt, handshake included
+    autostart_timeout: float = 5.0      # starting the daemon (once per user, not per process)
     initial_patch_timeout: float = 2.0  # waiting for the session's latest patch at start
     exit_flush_timeout: float = 2.0     # atexit: time to send what is left
     flush_interval: float = DEFAULT_INTERVAL
@@ -164,6 +165,10 @@ class Runtime:
     def start(self) -> bool:
         """Connect, apply the initial patch, start the flusher. True if tracing is on."""
         try:
+            self._hot = _bind_hot_path()
+        except Exception as exc:  # the rewriter's side is missing or broken
+            return self._tracing_off(f"the tracer's provenance resolver cannot start: {type(exc).__name__}: {exc}")
+        try:
             socket_path = self._socket_path()
         except Exception as exc:  # a LocationError or a failing in-process service
             return self._tracing_off(str(exc))
@@ -178,11 +183,6 @@ class Runtime:
             return self._tracing_off(f"the optimizer daemon rejected this process: {exc.reason}")
         except DaemonUnavailable as exc:
             return self._tracing_off(str(exc))
-        try:
-            self._hot = _bind_hot_path()
-        except Exception as exc:  # the rewriter's side is missing or broken
-            self.transport.close()
-            return self._tracing_off(f"the tracer's provenance resolver cannot start: {type(exc).__name__}: {exc}")
         if self.config.buffer_limit is not None:
             buffers.set_limit(self.config.buffer_limit)
         self.flusher = Flusher(
@@ -232,7 +232,7 @@ class Runtime:
                     f"{first_error}; start one with 'trace-daemon start' "
                     f"(starting it automatically is disabled: TRACE_AUTOSTART=0)"
                 ) from None
-            problem = _autostart(self.transport.socket_path, self.config.connect_timeout)
+            problem = _autostart(self.config.autostart_timeout)
             if problem is not None:
                 raise DaemonUnavailable(f"{first_error}, and starting one failed: {problem}") from None
             return self.transport.connect()
@@ -370,17 +370,12 @@ def _apply_patch(patch: m.Patch) -> list[m.PatchResult]:
         return [m.PatchResult(name=item.name, ok=False, error=f"{type(exc).__name__}: {exc}") for item in patch.items]
 
 
-def _autostart(socket_path: str, timeout: float) -> str | None:
+def _autostart(timeout: float) -> str | None:
     """Start the daemon on demand; return None on success or what went wrong."""
-    try:
-        from tracer.autostart import ensure_daemon
-    except ImportError as exc:
-        return f"automatic start is not available ({exc})"
-    try:
-        ensure_daemon()
-    except Exception as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-    return None
+    from tracer.autostart import ensure_daemon
+
+    result = ensure_daemon(timeout=timeout)  # never raises
+    return None if result.ok else (result.reason or "the optimizer daemon did not start")
 
 
 def _bind_hot_path() -> _HotPath:
@@ -399,6 +394,10 @@ def _bind_hot_path() -> _HotPath:
 class _RegistryLookup:
     """Definitions from the marking and parameter registries (docs/internals.md §7)."""
 
+    def __init__(self) -> None:
+        self._registry_size = -1
+        self._trainable: list[int] = []
+
     def function_def(self, func_id: int) -> m.FunctionDef | None:
         from tracer import marking
 
@@ -410,11 +409,8 @@ class _RegistryLookup:
     def site_def(self, site_id: int) -> m.SiteDef | None:
         from tracer import marking
 
-        site_def = getattr(marking.registry, "site_def", None)
-        if site_def is None:
-            return None
         try:
-            return site_def(site_id)
+            return marking.registry.site_def(site_id)
         except KeyError:
             return None
 
@@ -434,7 +430,12 @@ class _RegistryLookup:
     def trainable_function_ids(self) -> list[int]:
         from tracer import marking
 
-        return [func_id for func_id, marked in list(marking.registry.items()) if marked.trainable]
+        # Asked every flush cycle: rescan only when functions were marked since.
+        size = len(marking.registry)
+        if size != self._registry_size:
+            self._registry_size = size
+            self._trainable = [fid for fid, marked in list(marking.registry.items()) if marked.trainable]
+        return self._trainable
 
 
 # -- the process-wide runtime ----------------------------------------------
