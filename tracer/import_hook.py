@@ -97,6 +97,7 @@ def install(config: TraceConfig) -> "TraceFinder | None":
     except Exception as exc:  # pragma: no cover - only when the rewriter is broken or missing
         warnings.warn(f"tracer: cannot load the rewriter ({exc!r}); the program runs untraced", TracingDisabledWarning, stacklevel=2)
         return None
+    marking.set_granularity(config.granularity)  # also for functions registered from the cache
     _finder = TraceFinder(config)
     sys.meta_path.insert(0, _finder)
     for name in sorted(config.marked_modules()):
@@ -150,7 +151,7 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         super().__init__(fullname, path)
         self.marks = marks
         self.granularity = granularity
-        self.marked: tuple[tuple[str, bool], ...] = ()
+        self.marked: tuple = ()
 
     def get_code(self, fullname: str) -> types.CodeType:
         source_path = self.get_filename(fullname)
@@ -165,8 +166,11 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
 
 
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
-    """The rewritten code of `source_path` and its marked (qualname, trainable) pairs, from the cache if valid.
+    """The rewritten code of `source_path` and its marked functions, from the cache if valid.
 
+    The marked functions come as ((qualname, trainable, sites), ...) and are
+    registered with `marking.registry` either way (their function objects
+    are added by `register_marked_functions` once the module has run).
     Compiles and rewrites on a miss and refreshes the cache when it can.
     """
     read_bytes = read_bytes or _read_file
@@ -177,10 +181,11 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
         cached = _read_cache(cache_path, key, stat)
         if cached is not None:
             stats.cache_hits += 1
+            _register_cached_marks(module_name, cached[1], granularity)
             return cached
     source = read_bytes(source_path)
     code = compile(source, source_path, "exec", dont_inherit=True)
-    code, marked, failed = instrument_module_code(code, marks, module_name)
+    code, marked, failed = instrument_module_code(code, marks, module_name, granularity)
     stats.rewrites += 1
     # A module with a function the rewriter refused is not cached, so the warning shows on every run.
     if cache_path is not None and not failed and not sys.dont_write_bytecode:
@@ -191,15 +196,17 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
 # -- rewriting the marked code objects -----------------------------------------
 
 
-def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, module_name: str):
+def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, module_name: str, granularity: str):
     """Rewrite the marked functions' code objects inside a module code object.
 
-    Returns (new module code, ((qualname, trainable), ...), failed qualnames).
-    Unmarked code objects are kept as they are (the same objects).
+    Returns (new module code, ((qualname, trainable, sites), ...), failed
+    qualnames); `sites` are the op-mode sites the rewriter registered for
+    the function. Unmarked code objects are kept as they are (the same objects).
     """
     if marks is None:
         return code, (), ()
     from tracer import marking
+    from tracer.ids import function_id
 
     marked: list[tuple[str, bool]] = []
     failed: list[str] = []
@@ -215,12 +222,16 @@ def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, modu
             trainable = marks.trainable(qualname) if is_function else None
             if trainable is not None:
                 try:
-                    new = marking.instrument_code(const, module=module_name, trainable=trainable)
+                    new = marking.instrument_code(
+                        const, module=module_name, trainable=trainable, qualname=qualname, granularity=granularity
+                    )
                 except Exception as exc:  # the rewriter refused: run this function untraced
                     failed.append(qualname)
-                    _warn_failure(module_name, qualname, exc)
+                    _warn_failure(module_name, qualname, exc, const.co_filename, const.co_firstlineno)
                     continue
-                marked.append((qualname, trainable))
+                entry = marking.registry.get(function_id(module_name, qualname))
+                sites = dict(entry.sites) if entry is not None else {}
+                marked.append((qualname, trainable, sites))
             elif marks.wants_nested(qualname):
                 new = rewrite(const, qualname, is_function)
             else:
@@ -242,12 +253,15 @@ def _qualname(code: types.CodeType, prefix: str, parent_is_function: bool) -> st
     return f"{prefix}.<locals>.{code.co_name}" if parent_is_function else f"{prefix}.{code.co_name}"
 
 
-def _warn_failure(module_name: str, qualname: str, exc: BaseException) -> None:
+def _warn_failure(module_name: str, qualname: str, exc: BaseException, filename: str, lineno: int) -> None:
     stats.failures.append(f"{module_name}:{qualname}: {exc!r}")
-    warnings.warn(
-        f"tracer: cannot instrument {module_name}:{qualname} ({exc!r}); it runs untraced",
+    # Attributed to the function's own source line: that is what the user can look at.
+    warnings.warn_explicit(
+        f"tracer: cannot instrument {module_name}:{qualname} ({exc}); it runs untraced",
         TracingDisabledWarning,
-        stacklevel=2,
+        filename,
+        lineno,
+        module=module_name,
     )
 
 
@@ -271,7 +285,10 @@ def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
     from tracer import marking
 
     count = 0
-    for qualname, trainable in dict(marked).items():  # a property's getter and setter share a qualname
+    by_qualname: dict[str, bool] = {}
+    for qualname, trainable, _sites in marked:  # a property's getter and setter share a qualname
+        by_qualname[qualname] = by_qualname.get(qualname, False) or trainable
+    for qualname, trainable in by_qualname.items():
         for func in _functions_named(namespace, qualname):
             try:
                 marking.register_function(func, module=module_name, qualname=qualname, trainable=trainable)
@@ -279,6 +296,19 @@ def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
             except Exception as exc:  # registration is bookkeeping; the function still runs
                 stats.failures.append(f"{module_name}:{qualname}: register: {exc!r}")
     return count
+
+
+def _register_cached_marks(module_name: str, marked, granularity: str) -> None:
+    """Register code served from the cache as `instrument_code` would have (before its functions exist)."""
+    from tracer import marking
+    from tracer.ids import function_id
+
+    for qualname, trainable, sites in marked:
+        marking.registry.add(
+            marking.MarkedFunction(
+                function_id(module_name, qualname), module_name, qualname, None, trainable, granularity, sites=dict(sites)
+            )
+        )
 
 
 def _functions_named(namespace: dict, qualname: str) -> Iterator[types.FunctionType]:
@@ -366,18 +396,21 @@ def instrument_in_place(module: types.ModuleType, marks: ModuleMarks, *, warn: b
         try:
             marking.instrument_function(func, trainable=bool(trainable))
         except Exception as exc:
-            _warn_failure(module.__name__, qualname, exc)
+            code = getattr(func, "__code__", None)
+            _warn_failure(module.__name__, qualname, exc, getattr(code, "co_filename", "?"), getattr(code, "co_firstlineno", 0))
             continue
         count += 1
     stats.instrumented_in_place += count
     if warn and module.__name__ not in _warned_modules:
         _warned_modules.add(module.__name__)
-        warnings.warn(
-            f"tracer: module {module.__name__!r} was imported before the import hook was installed; "
-            f"{count} marked function(s) were instrumented in place, but functions nested in them and code "
-            "that already ran are not traced. Start the program with trace-run so the hook comes first.",
+        warnings.warn_explicit(
+            f"tracer: module {module.__name__!r} was already imported when the import hook was installed "
+            f"(by the interpreter's startup, the tracer itself, or the program); its {count} marked function(s) "
+            "were instrumented in place instead, so code that already ran was not traced",
             ImportedBeforeHookWarning,
-            stacklevel=3,
+            getattr(module, "__file__", None) or module.__name__,
+            0,
+            module=module.__name__,
         )
     return count
 

@@ -99,7 +99,7 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
         _report_uncaught(exc)  # no frames left: just the error and its caret, like python
         return 1
     marks = config.marks_for(*module_names)
-    code, marked, _failed = import_hook.instrument_module_code(code, marks, "__main__")
+    code, marked, _failed = import_hook.instrument_module_code(code, marks, "__main__", config.granularity)
     if marked:
         import_hook._install_hook_globals(main.__dict__)
     try:

@@ -225,7 +225,7 @@ def test_module_imported_before_the_hook_is_instrumented_in_place_with_one_warni
     assert report["results"] == EXPECTED_RESULTS
     assert report["rewrites"] == 0
     assert len(report["warnings"]) == 1
-    assert report["warnings"][0].startswith("ImportedBeforeHookWarning: tracer: module 'shop' was imported before")
+    assert report["warnings"][0].startswith("ImportedBeforeHookWarning: tracer: module 'shop' was already imported")
 
 
 def test_unmarked_module_is_imported_by_the_normal_machinery(project):
@@ -273,12 +273,30 @@ def test_marked_functions_are_registered_with_the_marking_registry(project):
         import shop
         double = marking.registry.get(ids.function_id("shop", "double"))
         greet = marking.registry.get(ids.function_id("shop", "Greeter.greet"))
-        print(double.func() is shop.double, double.trainable, greet.trainable,
+        print(double.function() is shop.double, double.trainable, greet.trainable,
               ids.function_id("shop", "untouched") in marking.registry)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "True", "False"]
+
+
+def test_functions_served_from_the_cache_are_registered_like_rewritten_ones(project):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook, marking, ids
+        import_hook.install(config.TraceConfig(targets=("shop:double", "shop:Greeter.greet"), granularity="op"))
+        import shop
+        entries = [marking.registry.get(ids.function_id("shop", q)) for q in ("double", "Greeter.greet")]
+        print(import_hook.stats.cache_hits, [e.function() is not None for e in entries], [len(e.sites) for e in entries])
+    """)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent)) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    first, second = (r.stdout.split(" ", 1) for r in runs)
+    assert (first[0], second[0]) == ("0", "1")
+    assert second[1] == first[1]  # same functions bound, same op-mode sites known
+    assert "[True, True]" in second[1]
 
 
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
