@@ -1,0 +1,264 @@
+"""Call-level instrumentation of one code object.
+
+What the rewritten code does (stack pictures bottom -> top, `t` = token):
+
+- entry (after RESUME / GEN_START): `t = @trace_enter(func_id, *args)`;
+  `t` stays at the bottom of the value stack for the frame's whole life.
+  Nothing else in the code reaches below its own items, so the function's
+  own stack discipline is untouched and `locals()` sees no new name.
+- every return: `[t, v] -> [@trace_leave(t, v)]` then RETURN_VALUE.
+- every plain `yield v`: the value goes through `@trace_suspend(t, v)` and,
+  after the frame resumes, `@trace_resume(t)` runs; delegation yields of
+  `yield from` / `await` (3.11+) go through `@trace_pause` / `@trace_resume`.
+- an exception leaving the frame: a handler covering every instruction not
+  already covered by the function's own handlers calls `@trace_fail(t, exc)`
+  and re-raises (the traceback is untouched: RERAISE adds no entry).
+- loads of globals and plain attributes pass through `@trace_read` so that
+  parameter reads are recorded (the hook filters by name, then identity).
+
+The original instructions themselves are never replaced: hooks observe
+(see bytecode-pitfalls.md, "Observe, do not interpose").
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from bytecode import Bytecode, CompilerFlags, Instr, Label, TryBegin, TryEnd
+
+from tracer.rewrite import compat
+from tracer.rewrite.stack import depths_before
+
+GENERATOR_FLAGS = (CompilerFlags.GENERATOR | CompilerFlags.COROUTINE
+                   | CompilerFlags.ASYNC_GENERATOR | CompilerFlags.ITERABLE_COROUTINE)
+
+
+class RewriteError(Exception):
+    """A code object could not be instrumented; it is left as it was."""
+
+
+def argument_names(code) -> list[str]:
+    """Names of the code's parameters, in order (positional, *args, keyword-only, **kwargs)."""
+    n = code.co_argcount + code.co_kwonlyargcount
+    if code.co_flags & 0x04:  # CO_VARARGS
+        n += 1
+    if code.co_flags & 0x08:  # CO_VARKEYWORDS
+        n += 1
+    return list(code.co_varnames[:n])
+
+
+def is_generator_code(code) -> bool:
+    return bool(code.co_flags & (0x20 | 0x80 | 0x100 | 0x200))
+
+
+def _next_instr(items: list, i: int) -> Optional[Instr]:
+    for j in range(i + 1, len(items)):
+        if isinstance(items[j], Instr):
+            return items[j]
+    return None
+
+
+def _entry_index(items: list) -> int:
+    """Index of the first item after the prologue (where the body really starts)."""
+    for i, item in enumerate(items):
+        if isinstance(item, Instr):
+            if item.name in compat.BODY_START_OPS and (
+                    item.name != "RESUME" or compat.resume_kind(item) == 0):
+                return i + 1
+            if not compat.HAS_EXCEPTION_TABLE:
+                return 0 if item.name != "GEN_START" else i + 1
+    raise RewriteError("no RESUME instruction found")
+
+
+def _last_real_index(out: list) -> int:
+    for j in range(len(out) - 1, -1, -1):
+        if isinstance(out[j], Instr):
+            return j
+    return -1
+
+
+def _location_after(items: list, i: int):
+    for j in range(i, len(items)):
+        item = items[j]
+        if isinstance(item, Instr) and item.lineno is not None:
+            return item.location
+    return None
+
+
+class CallInstrumenter:
+    """Rewrite one code object for call mode. `extra` lets op mode add its own edits."""
+
+    def __init__(self, code, *, func_id: int, module: str, trace_reads: bool = True):
+        self.code = code
+        self.func_id = func_id
+        self.module = module
+        self.trace_reads = trace_reads
+        self.enter_hook = "@trace_enter"
+
+    # -- helpers op mode overrides ------------------------------------------
+    def entry_call(self, loc) -> list:
+        """Instructions that push the token."""
+        cells = set(self.code.co_cellvars)
+        names = argument_names(self.code)
+        seq = compat.push_hook(self.enter_hook, loc)
+        seq.append(compat.load_const(self.func_id, loc))
+        seq += [compat.load_arg(n, n in cells, loc) for n in names]
+        seq += compat.call(1 + len(names), loc)
+        return seq
+
+    def edit(self, items: list, i: int, item, depth: Optional[int], out: list) -> bool:
+        """Op-mode hook point: emit replacement for items[i] into `out`; True if handled."""
+        return False
+
+    # -- the rewrite ----------------------------------------------------------
+    def rewrite(self):
+        bc = Bytecode.from_code(self.code)
+        items = list(bc)
+        if compat.PY >= (3, 12):
+            expanded = []
+            for item in items:
+                if isinstance(item, Instr) and item.name == "RETURN_CONST":
+                    expanded += compat.return_const_to_value(item)
+                else:
+                    expanded.append(item)
+            items = expanded
+        start = _entry_index(items)
+        depths = depths_before(items, start)
+        generator = is_generator_code(self.code)
+        leave_hook = "@trace_gen_leave" if generator else "@trace_leave"
+        handler = Label()
+        out: list = list(items[:start])
+        entry_loc = _location_after(items, start)
+        theirs: Optional[TryBegin] = None
+        for item in items[:start]:  # 3.12+ generators open a region before RESUME
+            if isinstance(item, TryBegin):
+                theirs = item
+            elif isinstance(item, TryEnd) and item.entry is theirs:
+                theirs = None
+        if theirs is not None:
+            # Close it while the token is pushed: a region's handler depth is the
+            # lowest depth inside it, which must include the token.
+            out.append(TryEnd(theirs))
+        out += self.entry_call(entry_loc)
+        if compat.HAS_EXCEPTION_TABLE:
+            # Pin our handler's depth to 1 (the token alone): our regions may
+            # otherwise cover only code that runs deeper (their handlers' code).
+            anchor = TryBegin(handler, push_lasti=True)
+            out += [anchor, Instr("NOP", location=entry_loc), TryEnd(anchor)]
+        else:
+            out.append(Instr("SETUP_FINALLY", handler))
+        # Exception-table regions (3.11+). `theirs` is the function's own region
+        # being copied (the original TryBegin), `active` the TryBegin currently
+        # open in `out` (theirs, a re-opened copy of theirs, or one of ours).
+        active: Optional[TryBegin] = None
+        pending_resume: Optional[int] = None  # depth of a yield whose RESUME comes next
+
+        last_real = len(out) - 1  # index in `out` of the last real instruction emitted
+        for i in range(start, len(items)):
+            if isinstance(items[i - 1], Instr) and i > start:
+                last_real = _last_real_index(out)
+            item = items[i]
+            depth = depths.get(i)
+            if isinstance(item, TryBegin):
+                if active is not None:
+                    out.append(TryEnd(active))
+                theirs = active = item
+                out.append(item)
+                continue
+            if isinstance(item, TryEnd):
+                if item.entry is theirs:
+                    if active is not None:
+                        out.append(TryEnd(active))
+                    theirs = active = None
+                continue
+            if not isinstance(item, Instr):
+                out.append(item)
+                continue
+            if compat.HAS_EXCEPTION_TABLE and active is None:
+                active = TryBegin(handler, push_lasti=True) if theirs is None else theirs.copy()
+                out.append(active)
+            if depth is None:  # unreachable: keep as is
+                out.append(item)
+                continue
+            loc = item.location
+            name = item.name
+            if name == "RETURN_VALUE":
+                if depth != 1:
+                    raise RewriteError(f"RETURN_VALUE at stack depth {depth}, expected 1")
+                if active is not None:
+                    # The leave hook consumes the token: bytecode would take the
+                    # region's lowest depth for its handler, so close the region first.
+                    out.append(TryEnd(active))
+                    active = None
+                out += compat.call_hook_on_top(leave_hook, 2, loc)
+                if not compat.HAS_EXCEPTION_TABLE:
+                    out.append(Instr("POP_BLOCK", location=loc))
+                out.append(item)
+                continue
+            if name == "YIELD_VALUE":
+                delegating = False
+                if compat.HAS_EXCEPTION_TABLE:
+                    nxt = _next_instr(items, i)
+                    delegating = nxt is None or nxt.name != "RESUME" or compat.resume_kind(nxt) != 1
+                hook = "@trace_pause" if delegating else "@trace_suspend"
+                seq = compat.call_hook_with_token(hook, depth + 1, 1, loc)
+                # Put the hook right after the instruction that pushed the value,
+                # before any region boundary in between: inside the yield's own
+                # region, consuming the value would lower that region's handler
+                # depth. An async generator wraps the value right before
+                # YIELD_VALUE: report it unwrapped.
+                at = last_real + 1
+                if compat.is_async_gen_wrap(out[last_real]):
+                    at = last_real
+                out[at:at] = seq
+                out.append(item)
+                if compat.HAS_EXCEPTION_TABLE:
+                    pending_resume = depth  # stack after RESUME: [t, .., sent] = depth + 1 items
+                else:
+                    out += compat.call_hook_with_token("@trace_resume", depth + 1, 0, loc,
+                                                       keep_result=False)
+                continue
+            if name == "RESUME" and pending_resume is not None:
+                out.append(item)
+                out += compat.call_hook_with_token("@trace_resume", pending_resume + 1, 0, loc,
+                                                   keep_result=False)
+                pending_resume = None
+                continue
+            if self.edit(items, i, item, depth, out):
+                continue
+            out.append(item)
+            if self.trace_reads:
+                key = self._read_key(items, i, item)
+                if key is not None:
+                    # after the load: the function's own items, the token below them
+                    after = depth + item.stack_effect(jump=False)
+                    out += compat.call_hook_with_token("@trace_read", after + 1, 1, loc,
+                                                       extra_consts=(key,))
+        if active is not None:
+            out.append(TryEnd(active))
+        out.append(handler)
+        out += compat.exception_handler("@trace_fail", None)
+
+        new = Bytecode(out)
+        new._copy_attr_from(bc)
+        return new.to_code()
+
+    def _read_key(self, items: list, i: int, item: Instr):
+        name = item.name
+        if name == "LOAD_GLOBAL":
+            if compat.load_global_pushes_null(item):
+                return None  # a callable: parameters are plain values
+            if not compat.HAS_EXCEPTION_TABLE:
+                nxt = _next_instr(items, i)
+                if nxt is not None and nxt.name in ("LOAD_METHOD", "LOAD_ATTR", "CALL_FUNCTION",
+                                                    "CALL_FUNCTION_KW", "CALL_METHOD"):
+                    return None
+            return (self.module, compat.global_name(item))
+        if name == "LOAD_ATTR":
+            attr = compat.attr_name(item)
+            return None if attr is None else "." + attr
+        return None
+
+
+def instrument_call_mode(code, *, func_id: int, module: str):
+    """Return `code` rewritten for call mode (see the module docstring)."""
+    return CallInstrumenter(code, func_id=func_id, module=module).rewrite()

@@ -1,0 +1,232 @@
+"""Every per-version bytecode difference the rewriter needs, in one place.
+
+The rest of `tracer.rewrite` asks this module for instruction sequences by
+meaning ("call hook H with the top k stack items", "copy the frame token to
+the top") and never looks at `sys.version_info` itself. Dispatch happens
+once, on `PY`, when the module is imported.
+
+Stack pictures below list the stack bottom -> top.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+from bytecode import Instr
+
+PY = sys.version_info[:2]
+if PY < (3, 10) or PY >= (3, 14):  # pragma: no cover - guarded by requires-python
+    raise ImportError(f"tracer.rewrite supports CPython 3.10-3.13, not {PY}")
+
+HAS_COPY = PY >= (3, 11)          # COPY/SWAP exist (3.10 has DUP_TOP / ROT_N)
+HAS_PRECALL = PY == (3, 11)       # PRECALL n must precede CALL n
+NULL_AFTER_CALLABLE = PY >= (3, 13)  # 3.13 stacks [callable, NULL, args]; 3.11/3.12 [NULL, callable, args]
+HAS_EXCEPTION_TABLE = PY >= (3, 11)
+
+# Instructions that end a frame with a value.
+RETURN_OPS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
+# The instruction after which a generator's body really starts.
+BODY_START_OPS = frozenset({"RESUME"}) if PY >= (3, 11) else frozenset({"GEN_START"})
+# Wrapping of an async generator's yielded value, which must stay right before YIELD_VALUE.
+if PY == (3, 11):
+    def is_async_gen_wrap(instr: Instr) -> bool:
+        return instr.name == "ASYNC_GEN_WRAP"
+else:
+    def is_async_gen_wrap(instr: Instr) -> bool:
+        return (instr.name == "CALL_INTRINSIC_1"
+                and getattr(instr.arg, "name", "") == "INTRINSIC_ASYNC_GEN_WRAP")
+
+
+def _i(name: str, arg: Any = None, loc: Any = None) -> Instr:
+    if arg is None:
+        return Instr(name, location=loc) if loc is not None else Instr(name)
+    return Instr(name, arg, location=loc) if loc is not None else Instr(name, arg)
+
+
+def load_global_plain(name: str, loc=None) -> Instr:
+    """Push the global `name` (no NULL)."""
+    arg = (False, name) if PY >= (3, 11) else name
+    return _i("LOAD_GLOBAL", arg, loc)
+
+
+def global_name(instr: Instr) -> str:
+    """The name a LOAD_GLOBAL/STORE_GLOBAL refers to."""
+    arg = instr.arg
+    return arg[1] if isinstance(arg, tuple) else arg
+
+
+def load_global_pushes_null(instr: Instr) -> bool:
+    """True when this LOAD_GLOBAL also pushes a NULL (3.11+ callable form)."""
+    return isinstance(instr.arg, tuple) and bool(instr.arg[0])
+
+
+def attr_name(instr: Instr) -> Optional[str]:
+    """Attribute name of a plain (non-method) LOAD_ATTR, None for the method form."""
+    arg = instr.arg
+    if isinstance(arg, tuple):  # 3.12+: (is_method, name)
+        return None if arg[0] else arg[1]
+    return arg
+
+
+def bubble_under(k: int, loc=None) -> list[Instr]:
+    """Move the top item under the k items below it: [x1..xk, y] -> [y, x1..xk]."""
+    if k <= 0:
+        return []
+    if HAS_COPY:
+        return [_i("SWAP", n, loc) for n in range(k + 1, 1, -1)]
+    if k == 1:
+        return [_i("ROT_TWO", None, loc)]
+    if k == 2:
+        return [_i("ROT_THREE", None, loc)]
+    if k == 3:
+        return [_i("ROT_FOUR", None, loc)]
+    return [_i("ROT_N", k + 1, loc)]
+
+
+def call_hook_on_top(hook: str, k: int, loc=None) -> list[Instr]:
+    """Call global `hook` with the top k stack items as arguments; leave its result.
+
+    [x1..xk] -> [hook(x1, ..., xk)]
+    """
+    seq: list[Instr] = []
+    if PY >= (3, 13):
+        seq.append(load_global_plain(hook, loc))
+        seq += bubble_under(k, loc)
+        seq.append(_i("PUSH_NULL", None, loc))
+        seq += bubble_under(k, loc)
+    elif PY >= (3, 11):
+        seq.append(_i("PUSH_NULL", None, loc))
+        seq += bubble_under(k, loc)
+        seq.append(load_global_plain(hook, loc))
+        seq += bubble_under(k, loc)
+    else:
+        seq.append(load_global_plain(hook, loc))
+        seq += bubble_under(k, loc)
+    return seq + call(k, loc)
+
+
+def push_hook(hook: str, loc=None) -> list[Instr]:
+    """Push what a call of global `hook` needs before its arguments (callable, NULL)."""
+    if PY >= (3, 11):
+        return [_i("LOAD_GLOBAL", (True, hook), loc)]
+    return [load_global_plain(hook, loc)]
+
+
+HOOK_PUSH_SIZE = 2 if PY >= (3, 11) else 1  # stack items `push_hook` adds
+
+
+def call(n: int, loc=None) -> list[Instr]:
+    """Call with n positional arguments, the callable pushed by `push_hook`."""
+    if PY >= (3, 11):
+        seq = [_i("PRECALL", n, loc)] if HAS_PRECALL else []
+        return seq + [_i("CALL", n, loc)]
+    return [_i("CALL_FUNCTION", n, loc)]
+
+
+def load_const(value: Any, loc=None) -> Instr:
+    return _i("LOAD_CONST", value, loc) if value is not None else (
+        Instr("LOAD_CONST", None, location=loc) if loc is not None else Instr("LOAD_CONST", None))
+
+
+def copy_from(depth: int, loc=None) -> list[Instr]:
+    """Push a copy of the item `depth` positions from the top (1 = top). 3.11+ only."""
+    assert HAS_COPY
+    return [_i("COPY", depth, loc)]
+
+
+def token_to_top(k: int, loc=None) -> list[Instr]:
+    """3.10: rotate [t, x1..xk] -> [x1..xk, t] (no COPY on 3.10)."""
+    return [_i("ROT_N", k + 1, loc) if k > 3 else bubble_under(k, loc)[0]
+            for _ in range(k)] if k else []
+
+
+def token_back(k: int, loc=None) -> list[Instr]:
+    """3.10: undo `token_to_top`: [x1..xk, t] -> [t, x1..xk]."""
+    return bubble_under(k, loc)
+
+
+def call_hook_with_token(hook: str, token_depth: int, nargs_on_top: int, loc=None,
+                         extra_consts: tuple = (), keep_result: bool = True) -> list[Instr]:
+    """Call hook(token, *top_args, *extra_consts) where the token sits `token_depth`
+    items from the top (counting the top args) and the top `nargs_on_top` items
+    are consumed as arguments.
+
+    [t, ..., a1..an] -> [t, ..., hook(t, a1..an, *consts)]   (keep_result)
+    [t, ..., a1..an] -> [t, ...]                              (n == 0, not keep_result)
+    """
+    n = nargs_on_top
+    seq: list[Instr] = []
+    if HAS_COPY:
+        if PY >= (3, 13):
+            seq.append(load_global_plain(hook, loc))
+            seq += bubble_under(n, loc)
+            seq.append(_i("PUSH_NULL", None, loc))
+            seq += bubble_under(n, loc)
+        else:
+            seq.append(_i("PUSH_NULL", None, loc))
+            seq += bubble_under(n, loc)
+            seq.append(load_global_plain(hook, loc))
+            seq += bubble_under(n, loc)
+        # the token is now token_depth + 2 from the top
+        seq.append(_i("COPY", token_depth + 2, loc))
+        seq += bubble_under(n, loc)
+        for c in extra_consts:
+            seq.append(load_const(c, loc))
+        seq += call(1 + n + len(extra_consts), loc)
+        if not keep_result:
+            seq.append(_i("POP_TOP", None, loc))
+        return seq
+    # 3.10: rotate the token to the top, duplicate it, rotate the original back.
+    k = token_depth - 1  # items above the token
+    seq += token_to_top(k, loc)                     # [.., a1..an, t]
+    seq.append(_i("DUP_TOP", None, loc))            # [.., a1..an, t, t]
+    seq += token_back(k + 1, loc)                   # [t, .., a1..an, t]
+    seq += bubble_under(n, loc)                     # [t, .., t, a1..an]
+    seq.append(load_global_plain(hook, loc))
+    seq += bubble_under(n + 1, loc)                 # [t, .., hook, t, a1..an]
+    for c in extra_consts:
+        seq.append(load_const(c, loc))
+    seq.append(_i("CALL_FUNCTION", 1 + n + len(extra_consts), loc))
+    if not keep_result:
+        seq.append(_i("POP_TOP", None, loc))
+    return seq
+
+
+def return_const_to_value(instr: Instr) -> list[Instr]:
+    """RETURN_CONST c (3.12+) -> LOAD_CONST c; RETURN_VALUE, so a hook can see the value."""
+    return [load_const(instr.arg, instr.location), _i("RETURN_VALUE", None, instr.location)]
+
+
+def exception_handler(hook: str, loc=None) -> list[Instr]:
+    """Body of the handler that reports an exception leaving the frame, then re-raises it.
+
+    3.11+: entered with [t, lasti, exc] (TryBegin push_lasti=True).
+    3.10:  entered with [t, old_tb, old_val, old_type, tb, val, type] (SETUP_FINALLY);
+           the hook reads the exception from sys.exc_info().
+    """
+    if HAS_COPY:
+        seq = push_hook(hook, loc)                  # [t, lasti, exc, <hook>]
+        seq += [_i("COPY", 3 + HOOK_PUSH_SIZE, loc),  # t
+                _i("COPY", 2 + HOOK_PUSH_SIZE, loc)]  # exc
+        seq += call(2, loc)
+        seq += [_i("POP_TOP", None, loc), _i("RERAISE", 1, loc)]
+        return seq
+    seq = token_to_top(6, loc)                      # [o, o, o, tb, v, ty, t]
+    seq += [_i("DUP_TOP", None, loc), load_global_plain(hook, loc), _i("ROT_TWO", None, loc),
+            _i("CALL_FUNCTION", 1, loc), _i("POP_TOP", None, loc)]
+    seq += token_back(6, loc)
+    seq.append(_i("RERAISE", 0, loc))
+    return seq
+
+
+def load_arg(name: str, is_cell: bool, loc=None) -> Instr:
+    """Push argument `name` of the frame (a cell on every version when captured by a closure)."""
+    if is_cell:
+        from bytecode import CellVar
+        return _i("LOAD_DEREF", CellVar(name), loc)
+    return _i("LOAD_FAST", name, loc)
+
+
+def resume_kind(instr: Instr) -> int:
+    """For RESUME: 0 function start, 1 after yield, 2 after yield from, 3 after await."""
+    return int(instr.arg) & 3
