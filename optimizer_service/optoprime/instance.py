@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from optimizer_service.optoprime.naming import identifier, short_name
 from optimizer_service.optoprime.problem import INPUT, OTHER, OUTPUT, ProblemGraph
 from optimizer_service.optoprime.prompts import (FINAL_PROMPT, MEMORY_PROMPT, OUTPUT_FORMAT_PROMPT,
                                                  PROBLEM_TEMPLATE, REPRESENTATION_PROMPT, USER_PROMPT_TEMPLATE)
@@ -85,11 +86,12 @@ def render_prompt(graph: ProblemGraph, *, objective: str, memory: list[MemoryEnt
                   memory_names: dict[str, str] | None = None) -> RenderedPrompt:
     """The system and user prompts at the most detailed level within `token_budget` (None: unlimited)."""
     system = system_prompt()
+    names = memory_names if memory_names is not None else memory_variable_names(memory, graph)
     system_tokens = estimate_tokens(system)
     last: RenderedPrompt | None = None
     for index, level in enumerate(LEVELS):
         instance, collapsed = render_instance(graph, objective, level)
-        user = user_prompt(instance, memory, level, memory_names or {})
+        user = user_prompt(instance, memory, level, names)
         tokens = system_tokens + estimate_tokens(user)
         fits = token_budget is None or tokens <= token_budget
         last = RenderedPrompt(system, user, instance, index, collapsed, tokens, fits)
@@ -97,6 +99,15 @@ def render_prompt(graph: ProblemGraph, *, objective: str, memory: list[MemoryEnt
             return last
     assert last is not None
     return last
+
+
+def memory_variable_names(memory: list[MemoryEntry], graph: ProblemGraph) -> dict[str, str]:
+    """Param name -> the name the LLM knows it by (a parameter no longer shown keeps a readable name)."""
+    names = {param: name for name, param in graph.names_to_params.items()}
+    for entry in memory:
+        for param in entry.params:
+            names.setdefault(param, identifier(short_name(param)))
+    return names
 
 
 def user_prompt(instance: str, memory: list[MemoryEntry], level: Level, memory_names: dict[str, str]) -> str:

@@ -78,7 +78,11 @@ def site_shape(text: str, opname: str = "") -> SiteShape:
             else "call"
         args = [operand(a, f"arg{i}") for i, a in enumerate(expr.args)]
         args += [operand(k.value, identifier(k.arg or f"kwargs{i}")) for i, k in enumerate(expr.keywords)]
-        return SiteShape(identifier(base, "call"), tuple(args), (operand(callee, "function"), *args))
+        # With one input more than the arguments, the first is what was
+        # called: for a method, the object it was called on (`prompt` in
+        # `prompt.format(...)`), otherwise the function itself.
+        head = operand(callee.value, "object") if isinstance(callee, ast.Attribute) else operand(callee, "function")
+        return SiteShape(identifier(base, "call"), tuple(args), (head, *args))
     if isinstance(expr, ast.JoinedStr):
         parts = [v.value for v in expr.values if isinstance(v, ast.FormattedValue)]
         return SiteShape("fstring", tuple(operand(p, f"part{i}") for i, p in enumerate(parts)))

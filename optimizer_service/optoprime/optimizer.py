@@ -8,7 +8,6 @@ from typing import Any, Final
 from optimizer_service.llm import LLMClient, LLMStore, apply_options, llm_config_from
 from optimizer_service.optoprime.answer import AnswerUnreadable, ParsedAnswer, parse_answer
 from optimizer_service.optoprime.instance import RenderedPrompt, render_prompt
-from optimizer_service.optoprime.naming import identifier, short_name
 from optimizer_service.optoprime.problem import ProblemGraph, analyse
 from optimizer_service.optoprime.prompts import DEFAULT_OBJECTIVE, REASK_PROMPT
 from optimizer_service.optoprime.suggestions import convert_suggestion
@@ -53,8 +52,7 @@ class OptoPrime:
         memory = list(problem.memory[-memory_size:]) if memory_size > 0 else []
         budget = problem.options.get("token_budget", self.token_budget)
         rendered = render_prompt(graph, objective=self.objective, memory=memory,
-                                 token_budget=None if budget is None else int(budget),
-                                 memory_names=_memory_names(memory, graph))
+                                 token_budget=None if budget is None else int(budget))
         if not rendered.within_budget:
             log.warning("session %s step %d: prompt of ~%d tokens exceeds the budget of %s even when summarised "
                         "(%d variables)", problem.session, problem.step_index, rendered.estimated_tokens, budget,
@@ -102,15 +100,6 @@ class OptoPrime:
         """What this step adds to the session's memory (OptoPrime remembers the variables it was shown)."""
         return MemoryEntry(params={name: state.value for name, state in problem.params.items()},
                            feedback="\n".join(f.text for f in problem.feedback))
-
-
-def _memory_names(memory: list[MemoryEntry], graph: ProblemGraph) -> dict[str, str]:
-    """Param name -> the name the LLM knows it by (a parameter no longer shown keeps a readable name)."""
-    names = {param: name for name, param in graph.names_to_params.items()}
-    for entry in memory:
-        for param in entry.params:
-            names.setdefault(param, identifier(short_name(param)))
-    return names
 
 
 _OPTIMIZER_ONLY_OPTIONS = ("token_budget", "memory_size")

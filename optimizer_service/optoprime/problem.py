@@ -22,6 +22,7 @@ Which operations are lines of #Code:
 from __future__ import annotations
 
 import inspect
+import textwrap
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,7 +88,9 @@ def render_summary(summary: Any) -> tuple[str, str]:
 def render_param_value(state: ParamState) -> tuple[str, str]:
     """(type label, text) of a parameter's current value: code as source, data as a Python literal."""
     if state.kind == "source" or state.type == "code":
-        return "code", str(state.value)
+        # Methods arrive indented as they are in the file; show them as a
+        # definition (the source rule dedents suggestions the same way).
+        return "code", textwrap.dedent(str(state.value)).strip("\n")
     return state.type or type(state.value).__name__, repr(state.value)
 
 
@@ -310,9 +313,12 @@ def _shown_operations(graph: nx.DiGraph, op_keys: list, op_set: set, code_lookup
 
 
 def _sort_key(node: Any) -> tuple:
+    # Values first (they only unlock operations), then operations by client
+    # and id: op ids are handed out in execution order, so among the
+    # operations that are ready the earliest one comes first.
     if isinstance(node, tuple) and len(node) == 3 and isinstance(node[1], int) and isinstance(node[2], int):
-        return (node[1], node[2], str(node[0]))
-    return (-1, 0, repr(node))
+        return (0 if node[0] == "v" else 1, node[1], node[2], "")
+    return (2, 0, 0, repr(node))
 
 
 def _execution_order(graph: nx.DiGraph, shown: set) -> list:
@@ -347,7 +353,7 @@ def _function_doc(func: dict) -> str:
         return inspect.cleandoc(doc)
     source = func.get("source")
     if isinstance(source, str) and source.strip():
-        return inspect.cleandoc(source)
+        return textwrap.dedent(source).strip("\n")
     return "(no documentation or source recorded)"
 
 
