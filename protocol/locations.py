@@ -100,11 +100,12 @@ def socket_path(*, create: bool = True) -> Path:
     configured = os.environ.get(SOCKET_ENV)
     if configured:
         path = Path(configured).expanduser().absolute()
+        check_socket_path(path)
         if create:
             # Create a missing parent privately; an existing one is the user's choice.
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    else:
-        path = _runtime_dir(create=create) / "daemon.sock"
+        return path
+    path = _runtime_dir(create=create) / "daemon.sock"
     check_socket_path(path)
     return path
 
