@@ -1,0 +1,76 @@
+"""ours: one optimisation step of the pipeline, from `tracer.step()` to the patch being live.
+
+    trace-run --target workload:normalize,workload:add_greeting,workload:count_words \
+              --param workload:GREETING --session S ours_step.py driver STEPS FOLLOWERS
+    trace-run ... --session S ours_step.py follower STEPS
+
+The same pipeline as opto_step.py. The driver runs it, gives feedback on the
+word count and times `tracer.step()`, which returns once the new greeting is
+live in this process. Followers (other processes of the same session) run
+the pipeline once, say they are ready (a file in $BENCH_SYNC_DIR), then
+watch `workload.GREETING` and note when each new value arrives. Times are
+`time.monotonic()`, one clock for every process of the machine.
+
+Driver prints RESULT {"steps": [[start, end, new_value], ...], "prompt_param": ...};
+a follower prints RESULT {"seen": [[time, value], ...]}.
+"""
+import os
+import sys
+import time
+
+from measure import emit
+from ours_common import require_traced, tracer_state
+
+import tracer
+import workload
+
+ROLE = sys.argv[1]
+STEPS = int(sys.argv[2])
+FOLLOWERS = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+SYNC_DIR = os.environ.get("BENCH_SYNC_DIR", ".")
+FOLLOWER_PATIENCE_S = 120.0
+
+
+def pipeline(question):
+    return workload.count_words(workload.add_greeting(workload.normalize(question), workload.GREETING))
+
+
+def wait_for_followers():
+    deadline = time.monotonic() + FOLLOWER_PATIENCE_S
+    while len([n for n in os.listdir(SYNC_DIR) if n.startswith("ready-")]) < FOLLOWERS:
+        if time.monotonic() > deadline:
+            sys.exit(f"only some of {FOLLOWERS} followers got ready within {FOLLOWER_PATIENCE_S:.0f} s")
+        time.sleep(0.01)
+
+
+def drive():
+    steps = []
+    wait_for_followers()
+    for _ in range(STEPS):
+        result = pipeline("  What Is The Capital Of France  ")
+        tracer.feedback(result, "The answer should have exactly 5 words.")
+        start = time.monotonic()
+        tracer.step(timeout=120)
+        steps.append([start, time.monotonic(), workload.GREETING])
+        tracer.new_episode()
+    emit({"role": "driver", "steps": steps, "tracer": tracer_state(workload.add_greeting)})
+
+
+def follow():
+    pipeline("  What Is The Capital Of France  ")
+    tracer.new_episode()  # flushes: the daemon knows this process and its definitions
+    with open(os.path.join(SYNC_DIR, f"ready-{os.getpid()}"), "w"):
+        pass
+    seen, last = [], workload.GREETING
+    deadline = time.monotonic() + FOLLOWER_PATIENCE_S
+    while len(seen) < STEPS and time.monotonic() < deadline:
+        value = workload.GREETING
+        if value != last:
+            seen.append([time.monotonic(), value])
+            last = value
+        time.sleep(0.0002)
+    emit({"role": "follower", "seen": seen})
+
+
+require_traced(workload.normalize, workload.add_greeting, workload.count_words)
+drive() if ROLE == "driver" else follow()

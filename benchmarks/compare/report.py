@@ -1,0 +1,385 @@
+"""The comparison section of benchmarks/README.md, rendered from the harness's results.
+
+`render(results, plots)` returns Markdown; `rewrite_section(readme, text)`
+replaces only what lies between the comparison markers (appending the
+markers if the file has none) and leaves the rest of the file untouched.
+Every number printed comes from `results`; a side that was not measured
+is printed as "not measured yet" with the reason.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+START_MARKER = "<!-- comparison:start -->"
+END_MARKER = "<!-- comparison:end -->"
+
+NOT_MEASURED = "not measured yet"
+
+# The project's goals against opto (benchmarks/README.md records them here).
+GOAL_CALL_RATIO = 50.0
+GOAL_OP_RATIO = 100.0
+GOAL_MEMORY_AFTER_RELEASE_MIB = 10.0
+GOAL_MEMORY_GROWTH_MIB = 64.0
+GOAL_LINEAR_SLOPE = 1.2
+GOAL_ROUND_TRIP_S = 0.050
+
+
+class ReadmeMarkersBroken(ValueError):
+    """The README has one comparison marker without the other, or them in the wrong order."""
+
+
+# -- formatting ---------------------------------------------------------------
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    magnitude = abs(seconds)
+    if magnitude >= 1:
+        return f"{seconds:.2f} s"
+    if magnitude >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    if magnitude >= 1e-6:
+        return f"{seconds * 1e6:.2f} µs"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def fmt_bytes(count: float | None) -> str:
+    if count is None:
+        return "-"
+    return f"{count / 2**20:+.1f} MiB"
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+def fmt_count(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1_000 and n % 1_000 == 0:
+        return f"{n // 1_000}k"
+    return str(n)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _missing(entry: dict, side: str) -> str:
+    reason = entry.get(side + "_error") or "not run"
+    return f"{NOT_MEASURED} ({_one_line(reason)})"
+
+
+def _one_line(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- derived figures ------------------------------------------------------------
+
+def call_ratio(figures: dict, name: str) -> float | None:
+    """opto's overhead / ours for the per-call or per-op figure."""
+    entry = figures[name]
+    if not entry.get("ours") or not entry.get("opto"):
+        return None
+    return ratio(entry["opto"]["overhead_s"], entry["ours"]["overhead_s"])
+
+
+def build_rows(entry: dict, side: str) -> dict[int, dict]:
+    rows = entry.get(side) or []
+    return {row["nodes"]: row for row in rows if "error" not in row and row.get("build_s") is not None}
+
+
+def loglog_slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of log(y) against log(x): 1 is linear, 2 quadratic."""
+    points = [(x, y) for x, y in points if x > 0 and y > 0]
+    if len(points) < 2:
+        return None
+    xs = [math.log(x) for x, _ in points]
+    ys = [math.log(y) for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    denominator = sum((x - mean_x) ** 2 for x in xs)
+    if denominator == 0:
+        return None
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / denominator
+
+
+def outside_llm(step: dict | None) -> list[float] | None:
+    """Round trips minus the LLM's own time, per step (None when not measured)."""
+    if not step:
+        return None
+    llm = step.get("llm_s") or []
+    trips = step["round_trip_s"]
+    return [trip - (llm[i] if i < len(llm) else 0.0) for i, trip in enumerate(trips)]
+
+
+# -- rendering ------------------------------------------------------------------
+
+def render(results: dict[str, Any], plots: dict[str, str | None]) -> str:
+    """The whole comparison section (without the markers)."""
+    figures = results["figures"]
+    lines: list[str] = ["## Side by side with Microsoft Trace (opto)", ""]
+    lines += _preamble(results)
+    lines += _goals(figures, results)
+    lines += _call_section(figures, results, "call_cost")
+    lines += _call_section(figures, results, "op_cost")
+    lines += _memory_section(figures, results, plots.get("memory"))
+    lines += _build_section(figures, results, plots.get("build"))
+    lines += _prompt_section(figures, results)
+    lines += _step_section(figures, results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _where(results: dict) -> str:
+    machine = results.get("machine") or {}
+    ours_py = machine.get("our_python", "?")
+    opto_py = machine.get("opto_python") or "-"
+    return (f"_Reproduce: `{results['command']}`. Measured {machine.get('date', '?')} on "
+            f"{machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB, {machine.get('system', '?')}; "
+            f"ours on CPython {ours_py}, opto {results.get('opto_version') or '-'} on CPython {opto_py}._")
+
+
+def _preamble(results: dict) -> list[str]:
+    lines = [
+        "Generated by `python benchmarks/run_comparison.py` (this section only; do not edit by hand). "
+        "Both systems trace the same plain code (`benchmarks/compare/programs/workload.py`): opto through "
+        "`bundle`/`node` in its own virtual environment (`benchmarks/.opto-venv`, PyPI `trace-opt`), ours "
+        "unchanged under `trace-run` with the functions marked by configuration, against a private daemon. "
+        "Both optimizers talk through the real `openai` SDK to one loopback LLM that answers instantly. "
+        "Every figure is ours and opto's from the same run; timings are the fastest of several repeats.",
+        "",
+    ]
+    if results.get("quick"):
+        lines += ["**This is a `--quick` smoke run with tiny sizes: the figures below are not representative.**", ""]
+    return lines
+
+
+def _goal_row(goal: str, result: str, met: bool | None) -> str:
+    verdict = NOT_MEASURED if met is None else ("met" if met else "**missed**")
+    return f"| {goal} | {result} | {verdict} |"
+
+
+def _goals(figures: dict, results: dict) -> list[str]:
+    lines = ["### Goals", "", "| goal | this run | verdict |", "|---|---|---|"]
+    call = call_ratio(figures, "call_cost")
+    lines.append(_goal_row(f">= {GOAL_CALL_RATIO:.0f}x less overhead per traced call than opto",
+                           fmt_ratio(call) if call else "-", None if call is None else call >= GOAL_CALL_RATIO))
+    op = call_ratio(figures, "op_cost")
+    lines.append(_goal_row(f">= {GOAL_OP_RATIO:.0f}x less overhead per traced operation than opto",
+                           fmt_ratio(op) if op else "-", None if op is None else op >= GOAL_OP_RATIO))
+    memory = figures["memory"].get("ours")
+    if memory:
+        largest = memory["points"][-1][1] / 2**20
+        released = memory["after_release_bytes"] / 2**20
+        flat = largest <= GOAL_MEMORY_GROWTH_MIB and abs(released) <= GOAL_MEMORY_AFTER_RELEASE_MIB
+        text = (f"{fmt_bytes(memory['points'][-1][1])} after {fmt_count(memory['points'][-1][0])} calls, "
+                f"{fmt_bytes(memory['after_release_bytes'])} after release")
+        lines.append(_goal_row(f"flat memory (growth <= {GOAL_MEMORY_GROWTH_MIB:.0f} MiB at the largest count, "
+                               f"within {GOAL_MEMORY_AFTER_RELEASE_MIB:.0f} MiB of baseline after release)", text, flat))
+    else:
+        lines.append(_goal_row("flat memory", "-", None))
+    ours_build = build_rows(figures["build"], "ours")
+    slope = loglog_slope([(n, row["build_s"]) for n, row in ours_build.items()])
+    lines.append(_goal_row(f"linear graph handling (log-log slope of build time <= {GOAL_LINEAR_SLOPE})",
+                           f"slope {slope:.2f}" if slope is not None else "-",
+                           None if slope is None else slope <= GOAL_LINEAR_SLOPE))
+    step = figures["step"].get("ours") or {}
+    trips = outside_llm(step.get("single"))
+    if trips:
+        worst = max(trips)
+        lines.append(_goal_row(f"patch round trip < {GOAL_ROUND_TRIP_S * 1e3:.0f} ms outside the LLM (1 process, slowest step)",
+                               fmt_time(worst), worst < GOAL_ROUND_TRIP_S))
+    else:
+        lines.append(_goal_row(f"patch round trip < {GOAL_ROUND_TRIP_S * 1e3:.0f} ms outside the LLM", "-", None))
+    return lines + ["", _where(results), ""]
+
+
+_CALL_TITLES = {
+    "call_cost": ("### Cost per traced call", "call",
+                  "`workload.inc` (`return x + 1`) called from an untraced loop: opto's `bundle()(inc)` against "
+                  "the same function marked with `trace-run --target workload:inc --granularity call`. "
+                  "Overhead = traced call - plain call, both measured in the same process."),
+    "op_cost": ("### Cost per traced operation", "operation",
+                "`workload.poly` (eight binary operations): opto runs it on `node` inputs (its node operators), "
+                "ours runs it on plain ints with `--granularity op`. Figures are per operation."),
+}
+
+
+def _call_section(figures: dict, results: dict, name: str) -> list[str]:
+    title, unit, description = _CALL_TITLES[name]
+    entry = figures[name]
+    lines = [title, "", description, "",
+             f"| | plain {unit} | traced {unit} | overhead per {unit} | overhead vs plain |", "|---|---|---|---|---|"]
+    for side, label in (("ours", "ours"), ("opto", "opto")):
+        data = entry.get(side)
+        if data:
+            lines.append(f"| {label} | {fmt_time(data['plain_s'])} | {fmt_time(data['traced_s'])} | "
+                         f"{fmt_time(data['overhead_s'])} | {fmt_ratio(ratio(data['traced_s'], data['plain_s']))} |")
+        else:
+            lines.append(f"| {label} | {_missing(entry, side)} | | | |")
+    r = call_ratio(figures, name)
+    lines += ["", f"opto's overhead / ours: **{fmt_ratio(r)}**." if r else
+              f"opto's overhead / ours: {NOT_MEASURED}.", "", _where(results), ""]
+    return lines
+
+
+def _memory_section(figures: dict, results: dict, plot: str | None) -> list[str]:
+    entry = figures["memory"]
+    ours, opto = entry.get("ours"), entry.get("opto")
+    lines = ["### Resident memory after N traced calls", "",
+             "Growth of the traced process's RSS over its own baseline (after imports and one warm-up call) "
+             "while `workload.inc` is called N times; the program keeps only its last result. "
+             "\"After release\": opto drops every reference the program holds (its global graph keeps the nodes); "
+             "ours calls `tracer.new_episode()`, the end of a forward run.", ""]
+    counts = sorted({p[0] for p in (ours or {}).get("points", [])} | {p[0] for p in (opto or {}).get("points", [])})
+    ours_points = dict(map(tuple, (ours or {}).get("points", [])))
+    opto_points = dict(map(tuple, (opto or {}).get("points", [])))
+    lines += ["| traced calls | ours | opto |", "|---|---|---|"]
+    for n in counts:
+        lines.append(f"| {fmt_count(n)} | {_point(ours, ours_points, n, entry, 'ours')} | "
+                     f"{_point(opto, opto_points, n, entry, 'opto')} |")
+    lines.append(f"| after release | {fmt_bytes(ours['after_release_bytes']) if ours else _missing(entry, 'ours')} | "
+                 f"{fmt_bytes(opto['after_release_bytes']) if opto else _missing(entry, 'opto')} |")
+    if opto and opto.get("after_graph_clear_bytes") is not None:
+        lines.append(f"| opto after `GRAPH.clear()` (drops every node of every run) | | "
+                     f"{fmt_bytes(opto['after_graph_clear_bytes'])} |")
+    lines.append("")
+    if opto and len(opto["points"]) >= 1:
+        n, grown = opto["points"][-1]
+        per_call = grown / n
+        lines.append(f"{results['caps']['memory']}: measured {per_call / 1024:.1f} KiB per call, so 1M calls "
+                     f"would need about {per_call * 1_000_000 / 2**30:.1f} GiB (extrapolated, not run).")
+    if ours and ours.get("daemon_growth_bytes") is not None:
+        lines.append(f"Our daemon (a separate process holding the events) grew by {fmt_bytes(ours['daemon_growth_bytes'])} "
+                     "during our run.")
+    if ours and ours.get("tracer"):
+        t = ours["tracer"]
+        lines.append(f"Our tracer sent {t.get('events_sent')} events, dropped {t.get('dropped')}, "
+                     f"auto-released {t.get('episodes_auto_rolled')} oversized episodes.")
+    if plot:
+        lines += ["", f"![memory vs traced calls]({plot})"]
+    return lines + ["", _where(results), ""]
+
+
+def _point(side_result: dict | None, points: dict, n: int, entry: dict, side: str) -> str:
+    if side_result is None:
+        return _missing(entry, side)
+    return fmt_bytes(points[n]) if n in points else "not run (capped)"
+
+
+def _build_section(figures: dict, results: dict, plot: str | None) -> list[str]:
+    entry = figures["build"]
+    ours_rows, opto_rows = build_rows(entry, "ours"), build_rows(entry, "opto")
+    ours_errors = {r["nodes"]: r["error"] for r in entry.get("ours") or [] if "error" in r}
+    opto_errors = {r["nodes"]: r["error"] for r in entry.get("opto") or [] if "error" in r}
+    lines = ["### Feedback subgraph + problem instance on a chain of N nodes", "",
+             "A chain of N value nodes (a trainable start value, then N-1 calls of `workload.advance`), feedback "
+             "on the last value. opto: `backward` + OptoPrime's `summarize` and `construct_prompt` (no LLM). "
+             "Ours: the daemon's step outside the LLM (graph from events, feedback subgraph, problem instance, "
+             "parsing, validation), from its step record; `tracer.step()` is the whole call in the program "
+             "(flushing the chain's events, the step with one loopback LLM request, the patch).", "",
+             "| nodes | ours: daemon, outside LLM | ours: `tracer.step()` | opto: backward | opto: problem instance "
+             "| opto: total | opto / ours |", "|---|---|---|---|---|---|---|"]
+    all_nodes = sorted(set(ours_rows) | set(opto_rows) | set(ours_errors) | set(opto_errors)
+                       | set(results["sizes"].get("chain_nodes_ours", ())))
+    for n in all_nodes:
+        o, p = ours_rows.get(n), opto_rows.get(n)
+        ours_cells = (f"{fmt_time(o['build_s'])} | {fmt_time(o['step_s'])}" if o else
+                      f"{NOT_MEASURED} ({_one_line(ours_errors.get(n) or entry.get('ours_error') or 'not run')}) | ")
+        if p:
+            opto_cells = f"{fmt_time(p['backward_s'])} | {fmt_time(p['problem_s'])} | {fmt_time(p['build_s'])}"
+        elif n in opto_errors or entry.get("opto_error"):
+            opto_cells = f"{NOT_MEASURED} ({_one_line(opto_errors.get(n) or entry.get('opto_error'))}) | | "
+        else:
+            opto_cells = "not run (capped) | | "
+        r = ratio(p["build_s"], o["build_s"]) if (o and p) else None
+        lines.append(f"| {fmt_count(n)} | {ours_cells} | {opto_cells} | {fmt_ratio(r)} |")
+    lines.append("")
+    opto_slope = loglog_slope([(n, r["build_s"]) for n, r in opto_rows.items()])
+    ours_slope = loglog_slope([(n, r["build_s"]) for n, r in ours_rows.items()])
+    lines.append(f"Growth (log-log slope; 1 = linear, 2 = quadratic): ours "
+                 f"{'%.2f' % ours_slope if ours_slope is not None else NOT_MEASURED}, opto "
+                 f"{'%.2f' % opto_slope if opto_slope is not None else NOT_MEASURED}.")
+    if opto_rows and max(opto_rows) < max(results["sizes"].get("chain_nodes_ours", (0,)) or (0,)):
+        lines.append(results["caps"]["build"] + ".")
+    if plot:
+        lines += ["", f"![build time vs graph size]({plot})"]
+    return lines + ["", _where(results), ""]
+
+
+def _prompt_section(figures: dict, results: dict) -> list[str]:
+    entry = figures["prompt"]
+    lines = ["### Prompt size for the same program", "",
+             "The first request each optimizer sent to the LLM for the same pipeline (`normalize` -> "
+             "`add_greeting` -> `count_words`, trainable greeting, the same feedback), system and user "
+             "messages together, as the loopback server received it. Tokens are counted by one rule for both "
+             "(`benchmarks/compare/tokens.py`: pre-tokenizer pieces, a lower bound of a BPE count).", "",
+             "| | characters | tokens |", "|---|---|---|"]
+    for side in ("ours", "opto"):
+        data = entry.get(side)
+        lines.append(f"| {side} | {data['chars']:,} | {data['tokens']:,} |" if data else
+                     f"| {side} | {_missing(entry, side)} | |")
+    ours, opto = entry.get("ours"), entry.get("opto")
+    if ours and opto:
+        verdict = "not larger" if ours["tokens"] <= opto["tokens"] else "**larger** (goal missed)"
+        lines += ["", f"Ours / opto: {ours['tokens'] / opto['tokens']:.2f} of opto's tokens: {verdict}."]
+    return lines + ["", _where(results), ""]
+
+
+def _step_section(figures: dict, results: dict) -> list[str]:
+    entry = figures["step"]
+    ours = entry.get("ours") or {}
+    opto = entry.get("opto")
+    lines = ["### One optimisation step, LLM answering instantly", "",
+             "The pipeline above, feedback on its output, then one step. Ours: from `tracer.step()` until the new "
+             "greeting is live in the process (and, with several processes in one session, in every one of them); "
+             "the LLM's own time (from the daemon's step record) is subtracted. opto: `OptoPrime.step()` in the "
+             "process that ran (problem instance, LLM request, parsing, update), including its LLM request.", "",
+             "| | median | slowest | steps |", "|---|---|---|---|"]
+    for key, label in (("single", "ours, 1 process, outside the LLM"),
+                       ("many", f"ours, {ours.get('processes', '?')} processes in one session, outside the LLM")):
+        data = ours.get(key)
+        trips = outside_llm(data)
+        if trips:
+            lines.append(f"| {label} | {fmt_time(statistics.median(trips))} | {fmt_time(max(trips))} | {len(trips)} |")
+        else:
+            reason = ours.get(key + "_error") or entry.get("ours_error") or "not run"
+            lines.append(f"| {label} | {NOT_MEASURED} ({_one_line(reason)}) | | |")
+    if opto:
+        lines.append(f"| opto, 1 process, LLM request included | {fmt_time(statistics.median(opto['step_s']))} | "
+                     f"{fmt_time(max(opto['step_s']))} | {len(opto['step_s'])} |")
+    else:
+        lines.append(f"| opto, 1 process | {_missing(entry, 'opto')} | | |")
+    lines.append(f"| opto, several processes | not possible: opto updates parameters only in the process that ran | | |")
+    return lines + ["", _where(results), ""]
+
+
+# -- the README -----------------------------------------------------------------
+
+def rewrite_section(readme: Path, section: str) -> None:
+    """Replace the text between the comparison markers of `readme` with `section`.
+
+    Appends the markers at the end when the file has neither; raises
+    ReadmeMarkersBroken when only one is there (or they are swapped), so a
+    hand-edited file is never half-overwritten.
+    """
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    start, end = text.find(START_MARKER), text.find(END_MARKER)
+    if start == -1 and end == -1:
+        separator = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        text = f"{text}{separator}{START_MARKER}\n{END_MARKER}\n"
+        start, end = text.find(START_MARKER), text.find(END_MARKER)
+    if start == -1 or end == -1 or end < start:
+        raise ReadmeMarkersBroken(
+            f"{readme}: expected {START_MARKER} before {END_MARKER}; fix the markers by hand "
+            "(the comparison only rewrites what lies between them)")
+    before = text[: start + len(START_MARKER)]
+    after = text[end:]
+    readme.write_text(f"{before}\n{section.rstrip()}\n{after}", encoding="utf-8")

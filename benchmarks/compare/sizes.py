@@ -1,0 +1,58 @@
+"""How big each measurement is: the full run and the `--quick` smoke run.
+
+opto's sizes are capped where it would take too long or too much memory;
+the page names every cap (see `CAPS`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    call_calls_ours: int          # calls per timed loop, per-call figure
+    call_calls_opto: int
+    op_calls_ours: int            # calls of the 8-operation kernel per timed loop
+    op_calls_opto: int
+    repeats: int                  # timed loops per figure; the fastest counts
+    memory_counts_ours: tuple[int, ...]
+    memory_counts_opto: tuple[int, ...]
+    chain_nodes_ours: tuple[int, ...]
+    chain_nodes_opto: tuple[int, ...]
+    steps: int                    # optimisation steps timed per configuration
+    processes: int                # processes of the multi-process step figure
+    program_timeout_s: float      # one measurement program may run this long
+
+
+FULL = Sizes(
+    call_calls_ours=20_000, call_calls_opto=2_000,
+    op_calls_ours=5_000, op_calls_opto=500,
+    repeats=5,
+    memory_counts_ours=(10_000, 100_000, 1_000_000),
+    memory_counts_opto=(10_000, 100_000),
+    chain_nodes_ours=(1_000, 4_000, 16_000, 100_000),
+    chain_nodes_opto=(1_000, 4_000, 16_000),
+    steps=5, processes=4,
+    program_timeout_s=1200.0,
+)
+
+QUICK = Sizes(
+    call_calls_ours=500, call_calls_opto=200,
+    op_calls_ours=200, op_calls_opto=50,
+    repeats=2,
+    memory_counts_ours=(1_000, 3_000),
+    memory_counts_opto=(1_000, 3_000),
+    chain_nodes_ours=(50, 200),
+    chain_nodes_opto=(50, 200),
+    steps=1, processes=2,
+    program_timeout_s=120.0,
+)
+
+# Why opto's runs stop where they stop (shown on the page next to the figure,
+# with the measured growth that justifies the cap).
+CAPS = {
+    "memory": "opto is capped at the largest count it ran: it keeps every node for the life of the "
+              "process, so 1M calls would need the measured growth per call times 1M",
+    "build": "opto is capped at the largest chain it ran: its backward pass grows super-linearly "
+             "(time factor per 4x nodes below), so the next size would take minutes",
+}
