@@ -38,6 +38,7 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -98,6 +99,7 @@ def install(config: TraceConfig) -> "TraceFinder | None":
         warnings.warn(f"tracer: cannot load the rewriter ({exc!r}); the program runs untraced", TracingDisabledWarning, stacklevel=2)
         return None
     marking.set_granularity(config.granularity)  # also for functions registered from the cache
+    tracer_fingerprint()  # computed once here rather than inside the first marked import
     _finder = TraceFinder(config)
     sys.meta_path.insert(0, _finder)
     for name in sorted(config.marked_modules()):
@@ -168,7 +170,7 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
     """The rewritten code of `source_path` and its marked functions, from the cache if valid.
 
-    The marked functions come as ((qualname, trainable, sites), ...) and are
+    The marked functions come as ((qualname, trainable, sites, argnames), ...) and are
     registered with `marking.registry` either way (their function objects
     are added by `register_marked_functions` once the module has run).
     Compiles and rewrites on a miss and refreshes the cache when it can.
@@ -180,16 +182,18 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
     if cache_path is not None:
         cached = _read_cache(cache_path, key, stat)
         if cached is not None:
+            code, marked, failed = cached
             stats.cache_hits += 1
-            _register_cached_marks(module_name, cached[1], granularity)
-            return cached
+            _register_cached_marks(module_name, marked, granularity)
+            for qualname, message, filename, lineno in failed:  # the same warnings as when it was rewritten
+                _warn_failure(module_name, qualname, message, filename, lineno)
+            return code, marked
     source = read_bytes(source_path)
     code = compile(source, source_path, "exec", dont_inherit=True)
     code, marked, failed = instrument_module_code(code, marks, module_name, granularity)
     stats.rewrites += 1
-    # A module with a function the rewriter refused is not cached, so the warning shows on every run.
-    if cache_path is not None and not failed and not sys.dont_write_bytecode:
-        _write_cache(cache_path, key, stat, code, marked)
+    if cache_path is not None and not sys.dont_write_bytecode:
+        _write_cache(cache_path, key, stat, (code, marked, failed))
     return code, marked
 
 
@@ -199,9 +203,11 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
 def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, module_name: str, granularity: str):
     """Rewrite the marked functions' code objects inside a module code object.
 
-    Returns (new module code, ((qualname, trainable, sites), ...), failed
-    qualnames); `sites` are the op-mode sites the rewriter registered for
-    the function. Unmarked code objects are kept as they are (the same objects).
+    Returns (new module code, ((qualname, trainable, sites, argnames), ...),
+    ((qualname, reason, filename, line), ...) of the functions the rewriter
+    refused, which run untraced after a warning); `sites` are the op-mode
+    sites the rewriter registered for the function. Unmarked code objects
+    are kept as they are (the same objects).
     """
     if marks is None:
         return code, (), ()
@@ -209,7 +215,7 @@ def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, modu
     from tracer.ids import function_id
 
     marked: list[tuple[str, bool]] = []
-    failed: list[str] = []
+    failed: list[tuple[str, str, str, int]] = []
 
     def rewrite(container: types.CodeType, prefix: str, in_function: bool) -> types.CodeType:
         consts = list(container.co_consts)
@@ -226,12 +232,14 @@ def instrument_module_code(code: types.CodeType, marks: ModuleMarks | None, modu
                         const, module=module_name, trainable=trainable, qualname=qualname, granularity=granularity
                     )
                 except Exception as exc:  # the rewriter refused: run this function untraced
-                    failed.append(qualname)
-                    _warn_failure(module_name, qualname, exc, const.co_filename, const.co_firstlineno)
+                    failure = (qualname, str(exc) or type(exc).__name__, const.co_filename, const.co_firstlineno)
+                    failed.append(failure)
+                    _warn_failure(module_name, *failure)
                     continue
                 entry = marking.registry.get(function_id(module_name, qualname))
                 sites = dict(entry.sites) if entry is not None else {}
-                marked.append((qualname, trainable, sites))
+                argnames = tuple(entry.argnames) if entry is not None else ()
+                marked.append((qualname, trainable, sites, argnames))
             elif marks.wants_nested(qualname):
                 new = rewrite(const, qualname, is_function)
             else:
@@ -253,11 +261,11 @@ def _qualname(code: types.CodeType, prefix: str, parent_is_function: bool) -> st
     return f"{prefix}.<locals>.{code.co_name}" if parent_is_function else f"{prefix}.{code.co_name}"
 
 
-def _warn_failure(module_name: str, qualname: str, exc: BaseException, filename: str, lineno: int) -> None:
-    stats.failures.append(f"{module_name}:{qualname}: {exc!r}")
+def _warn_failure(module_name: str, qualname: str, reason: str, filename: str, lineno: int) -> None:
+    stats.failures.append(f"{module_name}:{qualname}: {reason}")
     # Attributed to the function's own source line: that is what the user can look at.
     warnings.warn_explicit(
-        f"tracer: cannot instrument {module_name}:{qualname} ({exc}); it runs untraced",
+        f"tracer: cannot instrument {module_name}:{qualname} ({reason}); it runs untraced",
         TracingDisabledWarning,
         filename,
         lineno,
@@ -283,15 +291,22 @@ def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
     if not marked:
         return 0
     from tracer import marking
+    from tracer.ids import function_id
 
     count = 0
     by_qualname: dict[str, bool] = {}
-    for qualname, trainable, _sites in marked:  # a property's getter and setter share a qualname
+    for qualname, trainable, _sites, _argnames in marked:  # a property's getter and setter share a qualname
         by_qualname[qualname] = by_qualname.get(qualname, False) or trainable
+    granularity = marking.get_granularity()
     for qualname, trainable in by_qualname.items():
         for func in _functions_named(namespace, qualname):
+            # registry.add merges into the entry instrument_code (or the cache) made: this binds
+            # the function object without marking.register_function, which would import the
+            # rewriter (and `bytecode`) on a cache hit just to recompute the argument names.
             try:
-                marking.register_function(func, module=module_name, qualname=qualname, trainable=trainable)
+                marking.registry.add(marking.MarkedFunction(
+                    function_id(module_name, qualname), module_name, qualname, weakref.ref(func), trainable, granularity
+                ))
                 count += 1
             except Exception as exc:  # registration is bookkeeping; the function still runs
                 stats.failures.append(f"{module_name}:{qualname}: register: {exc!r}")
@@ -303,10 +318,11 @@ def _register_cached_marks(module_name: str, marked, granularity: str) -> None:
     from tracer import marking
     from tracer.ids import function_id
 
-    for qualname, trainable, sites in marked:
+    for qualname, trainable, sites, argnames in marked:
         marking.registry.add(
             marking.MarkedFunction(
-                function_id(module_name, qualname), module_name, qualname, None, trainable, granularity, sites=dict(sites)
+                function_id(module_name, qualname), module_name, qualname, None, trainable, granularity,
+                argnames=tuple(argnames), sites=dict(sites),
             )
         )
 
@@ -397,7 +413,7 @@ def instrument_in_place(module: types.ModuleType, marks: ModuleMarks, *, warn: b
             marking.instrument_function(func, trainable=bool(trainable))
         except Exception as exc:
             code = getattr(func, "__code__", None)
-            _warn_failure(module.__name__, qualname, exc, getattr(code, "co_filename", "?"), getattr(code, "co_firstlineno", 0))
+            _warn_failure(module.__name__, qualname, str(exc), getattr(code, "co_filename", "?"), getattr(code, "co_firstlineno", 0))
             continue
         count += 1
     stats.instrumented_in_place += count
@@ -475,17 +491,18 @@ def _read_cache(path: str, key: bytes, stat: os.stat_result):
     ):
         return None
     try:
-        code, marked = marshal.loads(data[_HEADER.size:])
+        code, marked, failed = marshal.loads(data[_HEADER.size:])
     except Exception:  # truncated or corrupt: rewrite and overwrite it
         return None
-    if not isinstance(code, types.CodeType) or not isinstance(marked, tuple):
+    if not isinstance(code, types.CodeType) or not isinstance(marked, tuple) or not isinstance(failed, tuple):
         return None
-    return code, marked
+    return code, marked, failed
 
 
-def _write_cache(path: str, key: bytes, stat: os.stat_result, code: types.CodeType, marked) -> None:
+def _write_cache(path: str, key: bytes, stat: os.stat_result, contents: tuple) -> None:
+    """Write (module code, marked, failed) for `path`'s source, atomically; failures only cost the cache."""
     try:
-        payload = marshal.dumps((code, marked))
+        payload = marshal.dumps(contents)
     except ValueError as exc:  # the rewriter left an unmarshallable constant: still run, just uncached
         stats.cache_write_failures += 1
         stats.failures.append(f"cache: {path}: {exc!r}")
