@@ -226,9 +226,8 @@ class Store:
         self.path = Path(path)
         self._local = threading.local()
         self._lock = threading.Lock()  # serialises writers inside this process
-        conn = self.connect()
         try:
-            apply_migrations(conn, COMPONENT, MIGRATIONS)
+            apply_migrations(self._conn, COMPONENT, MIGRATIONS)
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"cannot use the state database {self.path}: {exc}; move it away or set "
