@@ -85,6 +85,8 @@ def _find_object(text: str) -> tuple[dict | None, str]:
             obj, _ = _load(text[start:end + 1])
             if isinstance(obj, dict):
                 return obj, ""
+    if not starts:
+        return None, 'no JSON object found (expected {"reasoning": ..., "answer": ..., "suggestion": {...}})'
     return None, first_error or "no JSON object found"
 
 
