@@ -300,7 +300,21 @@ def _free_variables(func: ast.FunctionDef | ast.AsyncFunctionDef, candidates: li
     except SyntaxError as exc:
         raise SourceRejected(f"does not compile: line {exc.lineno}: {exc.msg}") from None
     qualname = _wrapped_qualname(module, func.name)
-    return find_nested_code(code, qualname).co_freevars
+    found = find_nested_code(code, qualname).co_freevars
+    if "__class__" not in found and _needs_class_cell(func):
+        # Outside a class body `super()` compiles without the cell and fails
+        # only when called; in its class it would need the cell the original lacks.
+        found = (*found, "__class__")
+    return found
+
+
+def _needs_class_cell(func: ast.AST) -> bool:
+    for node in ast.walk(func):
+        if isinstance(node, ast.Name) and node.id == "__class__":
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super" and not node.args:
+            return True
+    return False
 
 
 def _wrapped_qualname(module: ast.Module, name: str) -> str:
