@@ -190,13 +190,19 @@ class Flusher:
     def _init_state(self) -> None:
         # Per process: a forked child calls this again.
         self.resolver_lock = threading.RLock()
-        self._queue: deque[Any] = deque()
-        self._wake = threading.Event()
-        self._progress = threading.Condition()
+        self._queue: deque[tuple[int, Any]] = deque()   # (sequence number, message), oldest first
+        self._queued_seq = 0         # sequence number of the last message queued
+        self._sent_seq = 0           # ... of the last message taken off the front (sent)
+        self._wake = threading.Event()          # flusher thread: drain now
+        self._queue_ready = threading.Event()   # sender thread: something was queued
+        self._progress = threading.Condition()  # flush cycles finished
+        self._sent = threading.Condition()      # messages sent
+        self._count_lock = threading.Lock()
         self._requested = 0          # flush tickets handed out
         self._completed = 0          # highest ticket a finished cycle has served
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
         self._connection_generation: int | None = None
         self._unreported_drops = 0
         self._episode_records = 0
@@ -207,29 +213,41 @@ class Flusher:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start the flusher thread."""
+        """Start the flusher thread (drain and convert) and the sender thread.
+
+        Two threads so that a daemon that reads slowly only ever blocks the
+        sender: the flusher keeps draining the program's buffers into the
+        bounded queue, and what does not fit is dropped and counted there.
+        """
         self._thread = threading.Thread(target=self._run, name="trace-live-flusher", daemon=True)
+        self._sender = threading.Thread(target=self._run_sender, name="trace-live-sender", daemon=True)
         self._thread.start()
+        self._sender.start()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def threads(self) -> list[threading.Thread]:
+        """The flusher's live threads (for the runtime's fork bookkeeping)."""
+        return [t for t in (self._thread, self._sender) if t is not None and t.is_alive()]
+
     def stop(self, timeout: float) -> bool:
-        """Send what is left (waiting at most `timeout` s) and stop the thread.
+        """Send what is left (waiting at most `timeout` s) and stop the threads.
 
         Returns True if everything was sent.
         """
         flushed = self.flush(timeout)
         self._stopping = True
         self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(min(timeout, 0.5))
+        self._queue_ready.set()
+        for thread in (self._thread, self._sender):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(min(timeout, 0.5))
         return flushed
 
     def after_fork_in_child(self) -> None:
-        """Start over as a new client: empty queue, nothing sent, episode 1, a fresh thread."""
+        """Start over as a new client: empty queue, nothing sent, episode 1, fresh threads."""
         was_running = self._thread is not None and not self._stopping
         self._init_state()
         self._definitions.forget()
@@ -244,30 +262,40 @@ class Flusher:
         Returns True when it was sent, False on timeout or when the daemon is
         unreachable (the records stay queued, within the queue's bound).
         """
-        if not self.running:
+        deadline = time.monotonic() + timeout
+        if not self.running or not self._run_one_cycle(timeout):
             return False
+        target = self._queued_seq
+        while True:
+            with self._sent:
+                sent = self._sent.wait_for(lambda: self._sent_seq >= target or not self._queue,
+                                           max(0.0, deadline - time.monotonic()))
+            if sent:
+                return True
+            # Not sent: the daemon is slow, or away. If the transport is
+            # reconnecting (a restart, a forked child), wait for it.
+            if self._transport.connected or not self._transport.wait_connected(max(0.0, deadline - time.monotonic())):
+                return False
+            self._queue_ready.set()
+
+    def _run_one_cycle(self, timeout: float) -> bool:
+        """Wake the flusher and wait until a cycle that started after this call has finished."""
         with self._progress:
             self._requested += 1
             ticket = self._requested
             self._wake.set()
-            done = self._progress.wait_for(lambda: self._completed >= ticket, timeout)
-        return done and not self._queue
+            return self._progress.wait_for(lambda: self._completed >= ticket, timeout)
 
     def backpressure(self, timeout: float = DEFAULT_BACKPRESSURE_WAIT) -> None:
         """Overflow handler for the hooks: wake the flusher and wait (briefly) for one drain.
 
         Called on the producing thread when its buffer is full; bounded by
-        `timeout` so a stalled daemon slows the program down by at most that
-        much per overflow, never hangs it. Never raises.
+        `timeout`, so the program is slowed down by at most that much per
+        overflow, never hung. Never raises.
         """
         try:
-            if not self.running or self._thread is threading.current_thread():
-                return
-            with self._progress:
-                self._requested += 1
-                ticket = self._requested
-                self._wake.set()
-                self._progress.wait_for(lambda: self._completed >= ticket, timeout)
+            if self.running and self._thread is not threading.current_thread():
+                self._run_one_cycle(timeout)
         except Exception:
             pass
 
@@ -283,20 +311,17 @@ class Flusher:
             self._convert_pending_records()
             self._roll_locked()
             episode = self.episode
-        self._wake.set()
+        self._queue_ready.set()
         return episode
 
     def note_feedback(self) -> None:
         """Feedback was given: do not auto-roll the episode for the records seen so far."""
         self._episode_records = 0
 
-    # -- the thread --------------------------------------------------------
+    # -- the flusher thread: drain and convert ------------------------------
 
     def _run(self) -> None:
-        try:
-            self._suppress_tracing()
-        except Exception as exc:
-            self._note_error(exc)
+        self._untraced_thread()
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -313,16 +338,23 @@ class Flusher:
             if stopping:
                 return
 
+    def _untraced_thread(self) -> None:
+        try:
+            self._suppress_tracing()
+        except Exception as exc:
+            self._note_error(exc)
+
     def _cycle(self) -> None:
         with self.resolver_lock:
             self._convert_pending_records()
             if self._episode_records > self.max_episode_records:
                 self._roll_locked()
                 self.stats.auto_rolled += 1
-        if self._unreported_drops and not self._queue:
-            # Nothing else to carry the count: an empty batch reports it.
-            self._queue.append(m.EventBatch(episode=self.episode, events=[], dropped=0))
-        self._send_queue()
+            if self._unreported_drops and not self._queue:
+                # Nothing else to carry the count: an empty batch reports it.
+                self._enqueue(m.EventBatch(episode=self.episode, events=[], dropped=0))
+        if self._queue:
+            self._queue_ready.set()
 
     def _convert_pending_records(self) -> None:
         drained = self._drain()
@@ -339,17 +371,23 @@ class Flusher:
         self._episode_records += records
         definitions = self._definitions.collect(events)
         if definitions is not None:
-            self._queue.append(definitions)
+            self._enqueue(definitions)
         for start in range(0, len(events), self._batch_events):
             chunk = events[start:start + self._batch_events]
             if self.stats.pending_events + len(chunk) > self._max_pending_events:
                 self._drop(len(events) - start)
                 break
-            self._queue.append(m.EventBatch(episode=self.episode, events=chunk, dropped=0))
-            self.stats.pending_events += len(chunk)
+            self._enqueue(m.EventBatch(episode=self.episode, events=chunk, dropped=0))
+            with self._count_lock:
+                self.stats.pending_events += len(chunk)
+
+    def _enqueue(self, msg: Any) -> None:
+        # Callers hold resolver_lock, so sequence numbers follow queue order.
+        self._queued_seq += 1
+        self._queue.append((self._queued_seq, msg))
 
     def _roll_locked(self) -> None:
-        self._queue.append(m.EpisodeClosed(episode=self.episode))
+        self._enqueue(m.EpisodeClosed(episode=self.episode))
         try:
             self._release()
         except Exception as exc:
@@ -358,18 +396,36 @@ class Flusher:
         self._episode_records = 0
         self._episode_sent_on = None
 
+    # -- the sender thread ---------------------------------------------------
+
+    def _run_sender(self) -> None:
+        self._untraced_thread()
+        while True:
+            self._queue_ready.wait(self._interval)
+            self._queue_ready.clear()
+            try:
+                self._send_queue()
+            except Exception as exc:
+                self._note_error(exc)
+            with self._sent:
+                self._sent.notify_all()
+            if self._stopping:
+                return
+
     def _send_queue(self) -> None:
         transport = self._transport
-        while self._queue:
+        while self._queue and not self._stopping:
             if not transport.connected:
                 return
             generation = transport.generation
             try:
                 if generation != self._connection_generation:
                     self._start_connection(generation)
-                msg = self._queue[0]
+                    continue  # the queue may have changed
+                seq, msg = self._queue[0]
                 if isinstance(msg, m.EventBatch) and self._unreported_drops:
-                    msg.dropped, self._unreported_drops = self._unreported_drops, 0
+                    with self._count_lock:
+                        msg.dropped, self._unreported_drops = msg.dropped + self._unreported_drops, 0
                 transport.send(msg, generation=generation)
             except ConnectionChanged:
                 continue
@@ -377,6 +433,9 @@ class Flusher:
                 return
             self._queue.popleft()
             self._count_sent(msg, generation)
+            with self._sent:
+                self._sent_seq = seq
+                self._sent.notify_all()
 
     def _start_connection(self, generation: int) -> None:
         """Tell a daemon that has never seen this process everything it needs."""
@@ -386,7 +445,7 @@ class Flusher:
                 self._transport.send(everything, generation=generation)
                 self.stats.definitions_sent += 1
             # Queued Definitions are all part of `everything`: do not send them twice.
-            self._queue = deque(msg for msg in self._queue if not isinstance(msg, m.Definitions))
+            self._queue = deque(item for item in self._queue if not isinstance(item[1], m.Definitions))
             previous, self._connection_generation = self._connection_generation, generation
             if previous is not None and self._episode_sent_on is not None and self._episode_sent_on != generation:
                 # The new daemon never saw this episode's value nodes: start a fresh one.
@@ -396,7 +455,8 @@ class Flusher:
         if isinstance(msg, m.EventBatch):
             self.stats.events_sent += len(msg.events)
             self.stats.batches_sent += 1
-            self.stats.pending_events -= len(msg.events)
+            with self._count_lock:
+                self.stats.pending_events -= len(msg.events)
             if msg.episode == self.episode:
                 self._episode_sent_on = generation
         elif isinstance(msg, m.Definitions):
@@ -412,8 +472,9 @@ class Flusher:
             self._drop(dropped)
 
     def _drop(self, count: int) -> None:
-        self.stats.dropped += count
-        self._unreported_drops += count
+        with self._count_lock:
+            self.stats.dropped += count
+            self._unreported_drops += count
 
     def _note_error(self, exc: BaseException) -> None:
         self.stats.internal_errors += 1

@@ -343,12 +343,10 @@ class Runtime:
 
     def our_threads(self) -> int:
         """How many threads of this process are the tracer's own (alive)."""
-        threads = []
-        if self.flusher is not None:
-            threads.append(self.flusher._thread)
-        if self.transport is not None:
-            threads.append(self.transport._receiver)
-        return sum(1 for t in threads if t is not None and t.is_alive())
+        count = len(self.flusher.threads()) if self.flusher is not None else 0
+        if self.transport is not None and self.transport.reconnecting or self.connected:
+            count += 1  # the receiver thread
+        return count
 
 
 def _stop_quietly(service: InProcessService) -> None:
@@ -628,11 +626,35 @@ def _before_fork() -> None:
     runtime = _current
     if runtime is None or _fork_filter is not None:
         return
+    _flush_multiprocessing_children(runtime)
     ours = runtime.our_threads()
     if ours and threading.active_count() - ours <= 1:
         _fork_filter = warnings.catch_warnings()
         _fork_filter.__enter__()
         warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+
+
+_multiprocessing_hooked: set[int] = set()
+
+
+def _flush_multiprocessing_children(runtime: Runtime) -> None:
+    """Make multiprocessing's fork children flush before they `os._exit()`.
+
+    A `multiprocessing.Process` child never runs atexit handlers; it runs
+    multiprocessing's own finalizers, which it clears right after the fork
+    and before the after-fork callbacks, so the finalizer is installed from
+    one of those. Only when multiprocessing is already in use: never imported
+    for it.
+    """
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or id(runtime) in _multiprocessing_hooked:
+        return
+    _multiprocessing_hooked.add(id(runtime))
+
+    def install_finalizer(runtime: Runtime) -> None:
+        util.Finalize(runtime, runtime.stop, exitpriority=-100)
+
+    util.register_after_fork(runtime, install_finalizer)
 
 
 def _restore_fork_warnings() -> None:

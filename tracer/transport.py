@@ -131,6 +131,7 @@ class Transport:
         self._pending_lock = threading.Lock()
         self._pending: dict[int, _PendingRequest] = {}
         self._sock: socket.socket | None = None
+        self._connected = threading.Event()
         self._decoder: FrameDecoder | None = None
         self._closing = threading.Event()
         self._receiver: threading.Thread | None = None
@@ -187,6 +188,21 @@ class Transport:
             self.frames_sent += 1
         return len(data)
 
+    @property
+    def reconnecting(self) -> bool:
+        """True while the connection is down and the receiver thread is trying to restore it."""
+        receiver = self._receiver
+        return (self._sock is None and not self._closing.is_set()
+                and receiver is not None and receiver.is_alive())
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected (at most `timeout` s); False at once if nobody is reconnecting."""
+        if self._sock is not None:
+            return True
+        if not self.reconnecting:
+            return False
+        return self._connected.wait(timeout)
+
     def next_request_id(self) -> int:
         """A request id unique within this process."""
         return next(self._request_ids)
@@ -235,13 +251,18 @@ class Transport:
     def close(self) -> None:
         """Close the connection and stop the receiver thread (idempotent)."""
         self._closing.set()
-        with self._send_lock:
-            sock, self._sock = self._sock, None
+        sock = self._sock
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the receiver's recv()
+                # Wakes the receiver's recv() and a sender blocked in sendall()
+                # on a stalled daemon (which holds the send lock).
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self._send_lock:
+            self._sock = None
+            self._connected.clear()
+        if sock is not None:
             sock.close()
         self._fail_pending(ConnectionLost("the tracer closed its connection to the optimizer daemon"))
         receiver = self._receiver
@@ -339,6 +360,7 @@ class Transport:
             self.welcome = welcome
             self.generation += 1
             self.last_error = None
+            self._connected.set()
 
     def _drop(self, sock: socket.socket, reason: str) -> None:
         """Forget `sock` if it is still the current connection, and fail waiting requests."""
@@ -346,6 +368,7 @@ class Transport:
             if self._sock is not sock:
                 return
             self._sock = None
+            self._connected.clear()
             self.last_error = reason
         try:
             sock.close()

@@ -41,7 +41,7 @@ class ProtocolServer:
         self.reject_reason: str | None = None
         self.initial_patch: m.Patch | None = None
         self.read_delay = 0.0          # seconds to sleep before each read: a slow daemon
-        self.paused = threading.Event()  # set: stop reading entirely
+        self.paused = threading.Event()  # set: stop reading once the client is welcomed
         self.step_reply: Callable[[m.StepRequest], Any] | None = None
         self.answer_requests = True
         self.clients: list[ClientRecord] = []
@@ -137,7 +137,7 @@ class ProtocolServer:
         record: ClientRecord | None = None
         try:
             while True:
-                while self.paused.is_set():
+                while self.paused.is_set() and record is not None:  # handshake first, then stall
                     await asyncio.sleep(0.01)
                 if self.read_delay:
                     await asyncio.sleep(self.read_delay)
