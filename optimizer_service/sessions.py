@@ -31,8 +31,10 @@ from optimizer_service.store import Store, VersionRecord, diff_params
 
 log = logging.getLogger(__name__)
 
-# StepRequest options remembered as the session's configuration.
-SESSION_CONFIG_KEYS: Final = ("llm", "memory_size", "max_llm_calls", "max_cost", "max_tokens", "temperature")
+# StepRequest options remembered as the session's configuration (what the
+# optimizer factory is given); other options apply to one step only.
+SESSION_CONFIG_KEYS: Final = ("llm", "memory_size", "token_budget", "max_llm_calls", "max_cost", "max_tokens",
+                              "temperature", "cache", "objective")
 
 
 @dataclass
@@ -175,7 +177,7 @@ class Session:
 
     async def _run_step(self, options: dict[str, Any]) -> StepResult:
         manager = self.manager
-        updates = {k: options[k] for k in SESSION_CONFIG_KEYS if k in options}
+        updates = {k: v for k, v in options.items() if k in SESSION_CONFIG_KEYS or k.startswith("llm_")}
         config = (self.store.update_session_config(self.name, updates) if updates
                   else self.store.session(self.name).config)
         job = StepJob(

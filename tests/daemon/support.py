@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,14 @@ def short_tmpdir() -> str:
 class DaemonEnv:
     socket: str
     state_dir: str
+    extra: dict[str, str] = field(default_factory=dict)   # more variables for every process started
 
     def environ(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(TRACE_DAEMON_SOCKET=self.socket, TRACE_STATE_DIR=self.state_dir,
                    PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                    TRACE_OPTIMIZER=SCRIPTED)
+        env.update(self.extra)
         env.update(extra)
         return env
 
