@@ -73,6 +73,7 @@ class RuntimeConfig:
     socket_path: str | None = None
     granularity: str = "call"
     autostart: bool = True
+    in_process: bool = False            # serve the optimizer from this process (needs service_factory)
     service_factory: Callable[[], InProcessService] | None = None
     client_name: str = ""
     connect_timeout: float = 0.5        # one attempt, handshake included
@@ -86,9 +87,10 @@ class RuntimeConfig:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "RuntimeConfig":
-        """Build from any object with `session`, `granularity`, `autostart` attributes
-        (a `tracer.config.TraceConfig`), plus explicit overrides."""
-        values = {name: getattr(settings, name) for name in ("session", "granularity", "autostart") if hasattr(settings, name)}
+        """Build from any object with `session`, `granularity`, `autostart`, `in_process`
+        attributes (a `tracer.config.TraceConfig`), plus explicit overrides."""
+        names = ("session", "granularity", "autostart", "in_process")
+        values = {name: getattr(settings, name) for name in names if hasattr(settings, name)}
         values.update(overrides)
         return cls(**values)
 
@@ -208,6 +210,9 @@ class Runtime:
         if self.config.service_factory is not None:
             self.service = self.config.service_factory()
             return str(self.service.socket_path)
+        if self.config.in_process:
+            raise TracerError("in-process mode was asked for, but no optimizer service factory was given "
+                              "(RuntimeConfig.service_factory); run without --in-process to use the daemon")
         if self.config.socket_path:
             return str(self.config.socket_path)
         from protocol import locations
