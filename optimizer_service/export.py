@@ -226,21 +226,28 @@ def _edit_for(p: ExportParam, text: str) -> _Edit:
         return _function_edit(p, tree, text)
     if p.kind == "literal":
         raise _Skip("literals inside a function are exported with the function's source")
-    literal = _literal(p.new, p.name)
-    node = _value_node(p, tree)
-    node = _param_argument(node)
+    node = _param_argument(_value_node(p, tree))
     lines = text.splitlines(keepends=True)
+    literal = _literal(p.new, p.name, ast.get_source_segment(text, node) or "")
     return _Edit(_position(lines, node.lineno, node.col_offset), _position(lines, node.end_lineno, node.end_col_offset),
                  literal, p.name)
 
 
-def _literal(value: Any, name: str) -> str:
+def _literal(value: Any, name: str, replaced: str = "") -> str:
+    """Python source for `value`; a str keeps the double quotes of the literal it replaces."""
     text = repr(value)
     try:
         if ast.literal_eval(text) != value and value == value:
             raise ValueError
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise _Skip(f"its value {text[:60]} has no Python literal form") from None
+    if isinstance(value, str) and text.startswith("'") and replaced.startswith('"'):
+        double = '"' + text[1:-1].replace("\\'", "'").replace('"', '\\"') + '"'
+        try:
+            if ast.literal_eval(double) == value:
+                return double
+        except (ValueError, SyntaxError):
+            pass
     return text
 
 
