@@ -148,6 +148,14 @@ class TraceConfig:
         """Names of the modules that contain marked code (the import hook's cheap first check)."""
         return frozenset(t.module for t in self.all_targets())
 
+    def hooked_modules(self) -> frozenset[str]:
+        """Names of the modules the import hook must see: marked code, or parameters declared by configuration."""
+        return self.marked_modules() | frozenset(spec.split(":", 1)[0] for spec in self.params)
+
+    def params_for(self, *module_names: str) -> list[str]:
+        """The `--param` specs that name a global or class attribute of a module known under `module_names`."""
+        return [spec for spec in self.params if spec.split(":", 1)[0] in module_names]
+
     def marks_for(self, *module_names: str) -> ModuleMarks | None:
         """The marks that apply to a module known under `module_names` (e.g. "__main__" and "pkg.cli" for -m), or None."""
         qualnames: dict[str, bool] = {}

@@ -59,6 +59,10 @@ class TracingDisabledWarning(UserWarning):
     """A marked function could not be instrumented; it runs untraced."""
 
 
+class ConfigParamWarning(UserWarning):
+    """A parameter named by configuration (`--param`) does not exist where it was looked for."""
+
+
 @dataclass
 class HookStats:
     """What the hook did in this process (for tests, benchmarks and `--show-config`)."""
@@ -89,7 +93,7 @@ def install(config: TraceConfig) -> "TraceFinder | None":
     """
     global _finder
     uninstall()
-    if not config.marked_modules():
+    if not config.hooked_modules():
         return None
     try:
         # Import the rewriter (and `bytecode`) now, before the hook is live, so
@@ -102,10 +106,11 @@ def install(config: TraceConfig) -> "TraceFinder | None":
     tracer_fingerprint()  # computed once here rather than inside the first marked import
     _finder = TraceFinder(config)
     sys.meta_path.insert(0, _finder)
-    for name in sorted(config.marked_modules()):
+    for name in sorted(config.hooked_modules()):
         module = sys.modules.get(name)
         if module is not None and name != "__main__":
             _instrument_imported_module(module, config.marks_for(name))
+            register_config_params(module.__dict__, config.params_for(name))
     return _finder
 
 
@@ -130,16 +135,17 @@ class TraceFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, config: TraceConfig):
         self.config = config
-        self.marked_modules = config.marked_modules()
+        self.hooked_modules = config.hooked_modules()
 
     def find_spec(self, fullname: str, path: Any = None, target: types.ModuleType | None = None):
-        if fullname not in self.marked_modules:
+        if fullname not in self.hooked_modules:
             return None  # the cheap bail-out: most imports end here
-        marks = self.config.marks_for(fullname)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return None  # extension, namespace or sourceless module: nothing we can rewrite
-        spec.loader = TraceLoader(fullname, spec.origin, marks, self.config.granularity)
+        spec.loader = TraceLoader(
+            fullname, spec.origin, self.config.marks_for(fullname), self.config.granularity, self.config.params_for(fullname)
+        )
         return spec
 
 
@@ -149,10 +155,11 @@ class TraceFinder(importlib.abc.MetaPathFinder):
 class TraceLoader(importlib.machinery.SourceFileLoader):
     """Source loader that rewrites the marked functions of one module (through the cache)."""
 
-    def __init__(self, fullname: str, path: str, marks: ModuleMarks, granularity: str):
+    def __init__(self, fullname: str, path: str, marks: ModuleMarks | None, granularity: str, params=()):
         super().__init__(fullname, path)
         self.marks = marks
         self.granularity = granularity
+        self.params = list(params)
         self.marked: tuple = ()
 
     def get_code(self, fullname: str) -> types.CodeType:
@@ -165,6 +172,7 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
             _install_hook_globals(module.__dict__)
         super().exec_module(module)  # calls get_code, then runs the body
         register_marked_functions(module.__dict__, module.__name__, self.marked)
+        register_config_params(module.__dict__, self.params)
 
 
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
@@ -310,6 +318,32 @@ def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
                 count += 1
             except Exception as exc:  # registration is bookkeeping; the function still runs
                 stats.failures.append(f"{module_name}:{qualname}: register: {exc!r}")
+    return count
+
+
+def register_config_params(namespace: dict, specs) -> int:
+    """Declare the `--param MOD:NAME` / `MOD:Class.attr` specs found in `namespace` as parameters; return how many.
+
+    A spec that names nothing (a typo, a name defined later) is reported
+    with a `ConfigParamWarning`; the program runs on.
+    """
+    if not specs:
+        return 0
+    from tracer import params
+
+    count = 0
+    for spec in specs:
+        try:
+            params.register_config_param(spec, namespace=namespace)
+            count += 1
+        except Exception as exc:
+            warnings.warn_explicit(
+                f"tracer: --param {spec} was not declared: {exc}",
+                ConfigParamWarning,
+                namespace.get("__file__") or spec.split(":", 1)[0],
+                0,
+                module=namespace.get("__name__", "?"),
+            )
     return count
 
 
@@ -532,6 +566,7 @@ def _read_file(path: str) -> bytes:
 
 __all__ = [
     "CACHE_TAG",
+    "ConfigParamWarning",
     "HookStats",
     "ImportedBeforeHookWarning",
     "TraceFinder",
@@ -543,6 +578,7 @@ __all__ = [
     "instrument_in_place",
     "instrument_module_code",
     "load_rewritten_code",
+    "register_config_params",
     "register_marked_functions",
     "stats",
     "tracer_fingerprint",

@@ -102,8 +102,9 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
     code, marked, _failed = import_hook.instrument_module_code(code, marks, "__main__", config.granularity)
     if marked:
         import_hook._install_hook_globals(main.__dict__)
+    param_specs = config.params_for(*module_names)
     try:
-        _exec_program(code, main.__dict__, marked)
+        _exec_program(code, main.__dict__, marked, param_specs)
     except SystemExit:
         raise
     except BaseException as exc:
@@ -133,15 +134,17 @@ def _compile_main(filename: str, spec) -> types.CodeType:
     return compile(source, filename, "exec", dont_inherit=True)
 
 
-def _exec_program(code: types.CodeType, namespace: dict, marked) -> None:
-    # The program's __main__ functions are registered as soon as they exist:
-    # after the body ran would be too late for a long-running main loop, so
-    # registration happens here only for what the body defined before it ended.
+def _exec_program(code: types.CodeType, namespace: dict, marked, param_specs) -> None:
+    # instrument_code already registered the marked __main__ functions (by
+    # code) before the body runs; their function objects, and globals named
+    # by --param, exist only once the body has run, so they are bound here.
     try:
         exec(code, namespace)
     finally:
         if marked:
             import_hook.register_marked_functions(namespace, "__main__", marked)
+        if param_specs:
+            import_hook.register_config_params(namespace, param_specs)
 
 
 def _report_uncaught(exc: BaseException) -> None:

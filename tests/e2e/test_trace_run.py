@@ -227,6 +227,19 @@ def test_targets_can_come_from_pyproject(program_dir, tmp_path):
     assert result.stdout == "True\n"
 
 
+def test_params_named_on_the_command_line_are_declared(program_dir, tmp_path):
+    write(program_dir, "prompts.py", "SYSTEM = 'You are terse.'\n")
+    write(program_dir, "uses_params.py", """
+        import prompts
+        from tracer import params
+        record = params.registry.get("prompts.SYSTEM")
+        print(record.kind, record.get())
+    """)
+    result = trace_run(["--param", "prompts:SYSTEM", "uses_params.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "global You are terse.\n"
+
+
 def test_invalid_configuration_is_a_usage_error_before_the_program_runs(program_dir, tmp_path):
     write(program_dir, "ok.py", "print('should not run')\n")
     result = trace_run(["--target", "not-a-target", "ok.py"], program_dir, tmp_path)

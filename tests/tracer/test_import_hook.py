@@ -17,6 +17,8 @@ import pytest
 MODULE_SOURCE = '''\
 import functools
 
+RATE = 0.5
+
 def double(x):
     return x * 2
 
@@ -24,6 +26,8 @@ def untouched(x):
     return x + 1
 
 class Greeter:
+    greeting = "hi"
+
     def greet(self, name):
         return f"hi {name}"
 
@@ -297,6 +301,36 @@ def test_functions_served_from_the_cache_are_registered_like_rewritten_ones(proj
     assert (first[0], second[0]) == ("0", "1")
     assert second[1] == first[1]  # same functions bound, same op-mode sites known
     assert "[True, True]" in second[1]
+
+
+def test_config_params_are_declared_once_their_module_has_run(project):
+    code = textwrap.dedent(f"""
+        import sys, warnings
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook, params
+        import_hook.install(config.TraceConfig(params=("shop:RATE", "shop:Greeter.greeting")))
+        import shop
+        rate, greeting = params.registry.by_name["shop.RATE"], params.registry.by_name["Greeter.greeting"]
+        print(rate.kind, rate.get(), greeting.kind, greeting.get(), import_hook.stats.rewrites)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["global", "0.5", "class_attr", "hi", "1"]
+
+
+def test_config_param_naming_nothing_warns_and_the_module_still_imports(project):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(params=("shop:NO_SUCH_NAME",)))
+        import shop
+        print(shop.double(2))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4"
+    assert "ConfigParamWarning: tracer: --param shop:NO_SUCH_NAME was not declared" in out.stderr
 
 
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
