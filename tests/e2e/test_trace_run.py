@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 
 import pytest
 
@@ -304,3 +308,64 @@ def test_python_subprocesses_are_traced_and_run_the_users_sitecustomize(program_
     result = trace_run(["--target", "lib:work", "parent.py"], program_dir, tmp_path, PYTHONPATH=str(user_site))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True yes False\n"
+
+
+@pytest.fixture
+def daemon():
+    """A real `trace-daemon serve` on a private socket (short path: AF_UNIX limits it to ~100 bytes)."""
+    directory = tempfile.mkdtemp(prefix="trd-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACE_")}
+    env.update(TRACE_DAEMON_SOCKET=os.path.join(directory, "d.sock"), TRACE_STATE_DIR=os.path.join(directory, "state"))
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "trace-daemon"), "serve"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(env["TRACE_DAEMON_SOCKET"])
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"trace-daemon serve did not start: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+    yield env
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_calls_of_a_marked_function_reach_the_daemon_as_graph_nodes(program_dir, daemon):
+    write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
+    write(program_dir, "app.py", """
+        import os, subprocess, sys
+        import lib
+        from tracer import runtime
+        from tracer.config import untraced_environ
+
+        print([lib.work(i) for i in range(3)])
+        assert runtime.flush(10.0)
+        # ask the daemon while this process (and so its episode) is still alive
+        daemon = os.path.join(os.path.dirname(sys.executable), "trace-daemon")
+        graph = subprocess.run([daemon, "graph", "e2e-run", "--format", "json"], env=untraced_environ(),
+                               capture_output=True, text=True, check=True)
+        print(graph.stdout)
+    """)
+    result = subprocess.run(
+        [TRACE_RUN, "--session", "e2e-run", "--target", "lib:work", "app.py"],
+        cwd=program_dir, env=daemon, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    first_line, graph_text = result.stdout.split("\n", 1)
+    assert first_line == "[0, 2, 4]"
+    graph = json.loads(graph_text)
+    calls = [node for node in graph["nodes"] if node.get("kind") == "call"]
+    assert [(c["func"]["module"], c["func"]["qualname"]) for c in calls] == [("lib", "work")] * 3
+    assert calls[0]["func"]["source"] == "def work(x):\n    return x * 2\n"
