@@ -139,10 +139,29 @@ def _start_runtime(config) -> None:
         from tracer import runtime
     except ImportError:
         return  # tracing without a runtime: functions are instrumented, events stay in the buffers
+    overrides = {}
+    if config.in_process:
+        factory = _in_process_service_factory()
+        if factory is not None:
+            overrides["service_factory"] = factory
     try:
-        runtime.start(config)
+        runtime.start(config, **overrides)
     except Exception as exc:
         warnings.warn(f"trace-run: tracing runtime did not start ({exc!r}); the program runs untraced", RuntimeWarning, stacklevel=2)
+
+
+def _in_process_service_factory():
+    """The optimizer service to run inside this process (`--in-process`), or None (with a warning) if unavailable."""
+    try:
+        from optimizer_service.in_process import start_in_process
+    except ImportError as exc:
+        warnings.warn(
+            f"trace-run: --in-process is not available in this installation ({exc}); using the daemon instead",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return start_in_process
 
 
 def _print_config(config) -> None:
