@@ -89,7 +89,13 @@ def render_prompt(graph: ProblemGraph, *, objective: str, memory: list[MemoryEnt
     names = memory_names if memory_names is not None else memory_variable_names(memory, graph)
     system_tokens = estimate_tokens(system)
     last: RenderedPrompt | None = None
+    # The #Code lines alone bound the size of the unsummarised levels: skip
+    # them without rendering when those lines already exceed the budget.
+    code_tokens = sum(len(op.line) + 1 for op in graph.ops) // 4
     for index, level in enumerate(LEVELS):
+        if token_budget is not None and level.radius >= UNLIMITED and code_tokens > token_budget \
+                and index + 1 < len(LEVELS):
+            continue
         instance, collapsed = render_instance(graph, objective, level)
         user = user_prompt(instance, memory, level, names)
         tokens = system_tokens + estimate_tokens(user)

@@ -21,6 +21,7 @@ Which operations are lines of #Code:
 """
 from __future__ import annotations
 
+import heapq
 import inspect
 import textwrap
 from collections import deque
@@ -322,12 +323,45 @@ def _sort_key(node: Any) -> tuple:
 
 
 def _execution_order(graph: nx.DiGraph, shown: set) -> list:
-    try:
-        order = nx.lexicographical_topological_sort(graph, key=_sort_key)
-        return [n for n in order if n in shown]
-    except nx.NetworkXUnfeasible:
+    """The shown operations in execution order (Kahn's algorithm, linear but for a heap of ready ops).
+
+    Values are released as soon as they are ready (they only unlock
+    operations); among ready operations the one with the smallest id comes
+    first, and op ids are handed out in execution order.
+    """
+    nodes = graph.nodes
+    succ = graph.succ
+    remaining = dict(graph.in_degree())
+    ready_values = []
+    ready_ops: list[tuple[tuple, Any]] = []
+    for node, degree in remaining.items():
+        if degree == 0:
+            if nodes[node].get("kind") == "value":
+                ready_values.append(node)
+            else:
+                ready_ops.append((_sort_key(node), node))
+    heapq.heapify(ready_ops)
+    order = []
+    processed = 0
+    while ready_values or ready_ops:
+        if ready_values:
+            node = ready_values.pop()
+        else:
+            node = heapq.heappop(ready_ops)[1]
+            if node in shown:
+                order.append(node)
+        processed += 1
+        for child in succ[node]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                if nodes[child].get("kind") == "value":
+                    ready_values.append(child)
+                else:
+                    heapq.heappush(ready_ops, (_sort_key(child), child))
+    if processed < len(remaining):
         # A cycle cannot come from real provenance; fall back to event order.
         return sorted(shown, key=_sort_key)
+    return order
 
 
 def _signature_names(signature: Any) -> set[str] | None:

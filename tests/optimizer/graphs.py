@@ -31,10 +31,10 @@ class TraceGraph:
         self._next_op += 1
         return ("op", CLIENT, self._next_op)
 
-    def value(self, obj: Any, *, param: str | None = None) -> tuple:
-        """A value node with no producer (a root)."""
+    def value(self, obj: Any, *, param: str | None = None, summary: dict | None = None) -> tuple:
+        """A value node with no producer (a root); `summary` replaces protocol.values.summarize(obj)."""
         key = self._new_node()
-        self.graph.add_node(key, kind="value", summary=summarize(obj), param=param, producer=None)
+        self.graph.add_node(key, kind="value", summary=summary or summarize(obj), param=param, producer=None)
         return key
 
     def param_value(self, name: str, obj: Any) -> tuple:
