@@ -833,19 +833,23 @@ def _instructions_after_call(code: CodeType, lasti: int) -> list[dis.Instruction
     return None
 
 
-_site_cache: dict[tuple[CodeType, int], _Site] = {}
+# id(code) -> (weak reference to the code, {call offset: site}). Keyed by
+# identity: equal code objects of two modules must not share default sites,
+# whose `code` is compared by identity. Weak, so module code can be freed.
+_site_cache: dict[int, tuple["weakref.ref[CodeType]", dict[int, _Site]]] = {}
 
 
 def _analyse_site(code: CodeType, lasti: int) -> _Site:
     """Follow param()'s result on the stack until an instruction consumes it (no jumps)."""
-    key = (code, lasti)
-    cached = _site_cache.get(key)
-    if cached is not None:
-        return cached
-    site = _scan(code, lasti)
-    if len(_site_cache) > 4096:
-        _site_cache.clear()
-    _site_cache[key] = site
+    entry = _site_cache.get(id(code))
+    if entry is None or entry[0]() is not code:
+        key = id(code)
+        entry = (weakref.ref(code, lambda _, key=key: _site_cache.pop(key, None)), {})
+        _site_cache[key] = entry
+    sites = entry[1]
+    site = sites.get(lasti)
+    if site is None:
+        site = sites[lasti] = _scan(code, lasti)
     return site
 
 

@@ -363,6 +363,7 @@ def _swap_source(record: ParamRecord, func: FunctionType, state: _SourceState, v
     for f in targets:
         f.__code__ = state.code
         f.__doc__ = state.doc
+    factory_undo = _swap_in_factory(func, old_code, state.code)
     record.value = state.source
     record.patched = True
     if version is not None:
@@ -370,10 +371,62 @@ def _swap_source(record: ParamRecord, func: FunctionType, state: _SourceState, v
     params.registry.generation += 1
 
     def undo() -> None:
+        factory_undo()
         for f, code, doc in before:
             f.__code__, f.__doc__ = code, doc
         record.value, record.version, record.patched = before_record
     return undo
+
+
+def _swap_in_factory(func: FunctionType, old: CodeType, new: CodeType) -> Callable[[], None]:
+    """Make closures created from now on use `new` too; return the undo.
+
+    A nested function's code is a constant of the enclosing function's code:
+    the outermost enclosing function (found from the module by qualname) gets
+    a copy of its code with the constant replaced along the qualname. Without
+    an enclosing function that can be found, only existing closures change.
+    """
+    qualname = func.__qualname__
+    if "<locals>" not in qualname:
+        return lambda: None
+    top_qualname, _, rest = qualname.partition(".<locals>.")
+    top = params._resolve_qualname(func.__globals__, top_qualname)
+    top = getattr(top, "__func__", top)
+    while top is not None and not isinstance(top, FunctionType):
+        top = getattr(top, "__wrapped__", None)
+    if top is None:
+        return lambda: None
+    path = [part for part in rest.split(".") if part != "<locals>"]
+    replaced = _replace_nested(top.__code__, path, old, new)
+    if replaced is None:
+        return lambda: None
+    previous = top.__code__
+    top.__code__ = replaced
+
+    def undo() -> None:
+        if top.__code__ is replaced:
+            top.__code__ = previous
+    return undo
+
+
+def _replace_nested(code: CodeType, path: list[str], old: CodeType, new: CodeType) -> CodeType | None:
+    """`code` with the code constant at `path` (co_names) replaced by `new`, or None if not found."""
+    name, rest = path[0], path[1:]
+    consts = list(code.co_consts)
+    for index, const in enumerate(consts):
+        if not isinstance(const, CodeType) or const.co_name != name:
+            continue
+        if rest:
+            inner = _replace_nested(const, rest, old, new)
+            if inner is None:
+                continue
+            consts[index] = inner
+        else:
+            if const.co_freevars != new.co_freevars:
+                continue
+            consts[index] = new
+        return code.replace(co_consts=tuple(consts))
+    return None
 
 
 def _functions_sharing(code: CodeType) -> list[FunctionType]:

@@ -362,9 +362,10 @@ def test_history_lists_the_versions_of_a_parameter(load):
         MOOD = param("fine mood")
     """)
     name = f"{mod.__name__}.MOOD"
-    patch(value(name, "good mood"), version=7001)
-    patch(value(name, "great mood"), version=7002)
-    assert patcher.history(name) == [(0, "fine mood"), (7001, "good mood"), (7002, "great mood")]
+    first, second = next(_versions), next(_versions)
+    patch(value(name, "good mood"), version=first)
+    patch(value(name, "great mood"), version=second)
+    assert patcher.history(name) == [(0, "fine mood"), (first, "good mood"), (second, "great mood")]
 
 
 def test_record_set_of_a_source_parameter_goes_through_the_patcher(load):
@@ -433,3 +434,19 @@ def test_without_marking_new_source_is_swapped_uninstrumented_and_the_result_say
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("True -2 applied uninstrumented: tracer.marking is not available")
+
+
+def test_closures_made_after_a_source_patch_run_the_new_code_too(load):
+    mod = load("""
+        def make_adder(n):
+            def add(x):
+                return x + n
+            return add
+        first = make_adder(1)
+    """)
+    register_source_param(mod.first)
+    version = next(_versions)
+    assert ok(patch(source(f"{mod.__name__}.make_adder.add", "def add(x):\n    return x + n * 100\n"), version=version))
+    assert (mod.first(1), mod.make_adder(2)(1)) == (101, 201)
+    patcher.rollback_to(version - 1)
+    assert (mod.first(1), mod.make_adder(2)(1)) == (2, 3)
