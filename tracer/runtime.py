@@ -620,23 +620,35 @@ def _stop_at_exit() -> None:
 
 # The fork warning of 3.12+ ("This process is multi-threaded, use of fork()
 # may lead to deadlocks") would be caused by the tracer's own threads in a
-# program that has none: hide it exactly then, between the before and after
-# hooks (CPython warns in the parent right after fork()).
+# program that has none of its own. Before every fork, an "ignore" filter for
+# exactly that message is put first in the filter list when the only extra
+# threads are ours, and taken out otherwise. It stays in place after the fork
+# because 3.13 warns after the after-fork hooks have run (3.12 before); only
+# os.fork() and os.forkpty() emit that message, and both run this hook first.
 _FORK_WARNING: Final = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
-_fork_filter: warnings.catch_warnings | None = None
 
 
 def _before_fork() -> None:
-    global _fork_filter
     runtime = _current
-    if runtime is None or _fork_filter is not None:
+    if runtime is None:
         return
     _flush_multiprocessing_children(runtime)
     ours = runtime.our_threads()
-    if ours and threading.active_count() - ours <= 1:
-        _fork_filter = warnings.catch_warnings()
-        _fork_filter.__enter__()
-        warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+    _hide_fork_warning(bool(ours) and threading.active_count() - ours <= 1)
+
+
+def _hide_fork_warning(hide: bool) -> None:
+    try:
+        if hide:
+            warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)  # moves it first
+        else:
+            ours = [f for f in warnings.filters if f[1] is not None and getattr(f[1], "pattern", None) == _FORK_WARNING]
+            for entry in ours:
+                warnings.filters.remove(entry)
+            if ours:
+                getattr(warnings, "_filters_mutated", lambda: None)()
+    except Exception:
+        pass
 
 
 _multiprocessing_hooked: set[int] = set()
@@ -662,15 +674,7 @@ def _flush_multiprocessing_children(runtime: Runtime) -> None:
     util.register_after_fork(runtime, install_finalizer)
 
 
-def _restore_fork_warnings() -> None:
-    global _fork_filter
-    if _fork_filter is not None:
-        _fork_filter.__exit__(None, None, None)
-        _fork_filter = None
-
-
 def _after_fork_in_child() -> None:
-    _restore_fork_warnings()
     runtime = _current
     if runtime is not None and not runtime._stopped:
         try:
@@ -681,4 +685,4 @@ def _after_fork_in_child() -> None:
 
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_restore_fork_warnings, after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -411,3 +411,19 @@ def test_multiprocessing_fork_child_flushes_before_it_exits(server, workdir, soc
     server.wait_for(lambda: len(server.clients) == 2)
     child = server.clients[1].client_id
     server.wait_for(lambda: len(called_funcs(server, client=child)) == 50)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="CPython warns about fork with threads from 3.12")
+def test_the_fork_warning_still_shows_when_the_program_has_threads_of_its_own(server, workdir, sock_path):
+    done, _ = run(workdir, sock_path, """
+        import threading
+        stop = threading.Event()
+        threading.Thread(target=stop.wait).start()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        stop.set()
+    """)
+    assert done.returncode == 0
+    assert "DeprecationWarning: This process" in done.stderr
