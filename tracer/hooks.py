@@ -69,8 +69,11 @@ def errors() -> int:
 
 
 def _count_error() -> None:
+    # A RecursionError raised inside a hook means the program itself is at
+    # the recursion limit: not a tracer bug, so not counted.
     global _errors
-    _errors += 1
+    if not isinstance(sys.exc_info()[1], RecursionError):
+        _errors += 1
 
 
 @contextlib.contextmanager

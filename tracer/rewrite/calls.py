@@ -111,7 +111,7 @@ class CallInstrumenter:
 
     # -- the rewrite ----------------------------------------------------------
     def rewrite(self):
-        bc = Bytecode.from_code(self.code)
+        bc = compat.bytecode_from_code(self.code)
         items = list(bc)
         if compat.PY >= (3, 12):
             expanded = []
@@ -134,7 +134,16 @@ class CallInstrumenter:
                 theirs = item
             elif isinstance(item, TryEnd) and item.entry is theirs:
                 theirs = None
+        shifted: set = set()
+
+        def shift(tb: TryBegin) -> None:
+            # every region of the function now sits one item higher: the token
+            if id(tb) not in shifted:
+                shifted.add(id(tb))
+                tb.stack_depth += 1
+
         if theirs is not None:
+            shift(theirs)
             # Close it while the token is pushed: a region's handler depth is the
             # lowest depth inside it, which must include the token.
             out.append(TryEnd(theirs))
@@ -142,7 +151,7 @@ class CallInstrumenter:
         if compat.HAS_EXCEPTION_TABLE:
             # Pin our handler's depth to 1 (the token alone): our regions may
             # otherwise cover only code that runs deeper (their handlers' code).
-            anchor = TryBegin(handler, push_lasti=True)
+            anchor = TryBegin(handler, True, 1)
             out += [anchor, Instr("NOP", location=entry_loc), TryEnd(anchor)]
         else:
             out.append(Instr("SETUP_FINALLY", handler))
@@ -161,6 +170,7 @@ class CallInstrumenter:
             if isinstance(item, TryBegin):
                 if active is not None:
                     out.append(TryEnd(active))
+                shift(item)
                 theirs = active = item
                 out.append(item)
                 continue
@@ -174,7 +184,7 @@ class CallInstrumenter:
                 out.append(item)
                 continue
             if compat.HAS_EXCEPTION_TABLE and active is None:
-                active = TryBegin(handler, push_lasti=True) if theirs is None else theirs.copy()
+                active = TryBegin(handler, True, 1) if theirs is None else theirs.copy()
                 out.append(active)
             if depth is None:  # unreachable: keep as is
                 out.append(item)
@@ -240,7 +250,7 @@ class CallInstrumenter:
 
         new = Bytecode(out)
         new._copy_attr_from(bc)
-        return new.to_code()
+        return compat.bytecode_to_code(new, [x for x in out if isinstance(x, TryBegin)])
 
     def _read_key(self, items: list, i: int, item: Instr):
         name = item.name

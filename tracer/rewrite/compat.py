@@ -37,6 +37,32 @@ else:
                 and getattr(instr.arg, "name", "") == "INTRINSIC_ASYNC_GEN_WRAP")
 
 
+def bytecode_from_code(code):
+    """Abstract bytecode of `code`, keeping the exception table's stack depths (3.11+)."""
+    from bytecode import Bytecode
+    if HAS_EXCEPTION_TABLE:
+        return Bytecode.from_code(code, conserve_exception_block_stackdepth=True)
+    return Bytecode.from_code(code)
+
+
+def bytecode_to_code(bc, try_begins: list):
+    """Assemble `bc`, keeping the exception depths the rewriter set on `try_begins`.
+
+    bytecode would recompute them as the lowest depth inside each region,
+    and it models `COPY n` as popping n items: a COPY that reaches the token
+    at the stack bottom would drag a region's depth to 0. So the depths are
+    set by the rewriter (the original depth + 1 for the token) and only the
+    frame's stack size is computed, without the pre/post model.
+    """
+    if not HAS_EXCEPTION_TABLE:
+        return bc.to_code()
+    wanted = [(tb, tb.stack_depth) for tb in try_begins]
+    stacksize = bc.compute_stacksize(check_pre_and_post=False)
+    for tb, depth in wanted:
+        tb.stack_depth = depth
+    return bc.to_code(stacksize=stacksize + 2, compute_exception_stack_depths=False)
+
+
 def _i(name: str, arg: Any = None, loc: Any = None) -> Instr:
     if arg is None:
         return Instr(name, location=loc) if loc is not None else Instr(name)

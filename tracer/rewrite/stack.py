@@ -5,11 +5,9 @@ reaches it with `COPY depth` (3.11+) or rotations (3.10), so it must know
 how deep the stack is at each instrumented instruction. `bytecode` computes
 only the maximum; this walks every path once (linear in code size).
 
-Exception handlers of 3.11+ (`TryBegin` regions) start at the lowest depth
-found in the regions that target them, plus lasti and the exception: the
-same rule `bytecode` applies when it writes the exception table. (The
-`stack_depth` that `Bytecode.from_code` puts on a `TryBegin` is not the
-table's value, and one table entry may be split into several regions.)
+Exception handlers of 3.11+ (`TryBegin` regions) start at the depth the
+exception table records (kept by `Bytecode.from_code(...,
+conserve_exception_block_stackdepth=True)`), plus lasti and the exception.
 """
 from __future__ import annotations
 
@@ -29,33 +27,19 @@ def depths_before(instrs: list, start: int = 0) -> dict[int, int]:
     for i, item in enumerate(instrs):
         if isinstance(item, Label):
             label_index[item] = i
-    # handler label -> (push_lasti, indices of the instructions its regions cover)
-    regions: dict = {}
-    current = None
-    for i, item in enumerate(instrs):
-        if isinstance(item, TryBegin):
-            current = item
-            regions.setdefault(item.target, (item.push_lasti, []))
-        elif isinstance(item, TryEnd):
-            if current is not None and item.entry is current:
-                current = None
-        elif isinstance(item, Instr) and current is not None:
-            regions[current.target][1].append(i)
-
     depths: dict[int, int] = {}
     work = [(start, 0)]
     started: set = set()
-    while True:
-        _walk(instrs, label_index, depths, work)
-        for target, (push_lasti, covered) in regions.items():
-            if target in started or not isinstance(target, Label):
-                continue
-            seen = [depths[i] for i in covered if i in depths]
-            if seen:
-                started.add(target)
-                work.append((label_index[target], min(seen) + (1 if push_lasti else 0) + 1))
-        if not work:
-            return depths
+    # 3.11+: a region's handler starts at the table's depth, plus lasti and the exception
+    for item in instrs:
+        if isinstance(item, TryBegin) and item.target not in started:
+            if not isinstance(item.stack_depth, int):
+                raise StackAnalysisError("exception table depths were not kept (conserve_exception_block_stackdepth)")
+            started.add(item.target)
+            work.append((label_index[item.target],
+                         item.stack_depth + (1 if item.push_lasti else 0) + 1))
+    _walk(instrs, label_index, depths, work)
+    return depths
 
 
 def _walk(instrs: list, label_index: dict, depths: dict, work: list) -> None:

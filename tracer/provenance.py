@@ -1,0 +1,423 @@
+"""Provenance: turn the hooks' raw records into wire events (off the hot path).
+
+The flusher thread calls `Resolver.convert(drained)` with what
+`buffers.drain()` returned. The resolver assigns value node ids, summarises
+values (`protocol.values.summarize`, the only place user objects are looked
+at), and decides which earlier node an input came from.
+
+Exactness (docs/internals.md §3): an input edge names a producer node only
+when the value really flowed from it.
+
+- Call mode links by identity, and only objects that cannot be shared with
+  an equal literal: not None/bools/small ints/identifier-like or 1-char
+  strings/empty immutables, not a constant of the producing function's
+  code, and only while one traced call produced that object in the
+  episode. Anything else becomes a fresh value node with no producer.
+- Op mode needs no identity at all: the rewriter tells the hooks where each
+  operand came from, and the records carry "refs" (small lists the resolver
+  fills with the node id of the value they stand for).
+
+The resolver keeps every object it linked alive until `release()` (the end
+of the episode), so an id can never be reused by another object meanwhile;
+`release()` drops all of it and memory returns to its level before.
+"""
+from __future__ import annotations
+
+import itertools
+import linecache
+import sys
+import traceback
+import types
+from typing import Any, Optional
+
+from tracer import hooks
+
+_SMALL_INTS = range(-5, 257)
+_EMPTY = ((), "", b"", frozenset())
+_TRACEBACK_LIMIT = 20000
+
+
+def is_shareable(obj: Any) -> bool:
+    """True if CPython may hand out this very object for an equal literal elsewhere.
+
+    Such objects (None, bools, small ints, interned-looking strings, empty
+    immutables) say nothing by their identity, so they are never linked.
+    """
+    kind = type(obj)
+    if obj is None or kind is bool or obj is NotImplemented or obj is Ellipsis:
+        return True
+    if kind is int:
+        return obj in _SMALL_INTS
+    if kind is str:
+        # the compiler interns identifier-like constants; 1-char strings are cached
+        return len(obj) <= 1 or obj.isidentifier() or (obj.isascii() and _identifier_like(obj))
+    if kind is bytes:
+        return len(obj) <= 1
+    if kind is tuple or kind is frozenset:
+        return len(obj) == 0
+    return False
+
+
+def _identifier_like(text: str) -> bool:
+    # the rule CPython uses for interning code constants: only [A-Za-z0-9_]
+    return all(c.isalnum() or c == "_" for c in text)
+
+
+def _summarize(obj: Any) -> dict:
+    from protocol.values import summarize
+
+    if type(obj) is hooks.Clipped:
+        head = obj.head
+        return {"t": obj.type_name, "id": id(obj), "v": head, "len": obj.length, "trunc": True}
+    return summarize(obj)
+
+
+class _Episode:
+    """What one episode keeps alive: objects by id, and which node they are."""
+
+    def __init__(self) -> None:
+        self.produced: dict[int, tuple[int, Any]] = {}   # id -> (node, obj): unique producer so far
+        self.ambiguous: dict[int, Any] = {}              # id -> obj: produced more than once
+        self.sources: dict[int, tuple[int, Any]] = {}    # id -> (node, obj): inputs with no producer
+        self.last_result: dict[int, tuple[int, Any]] = {}  # id -> (node, obj): most recent traced result
+        self.ops: dict[int, int] = {}                    # op id -> func id (calls seen)
+        self.param_nodes: set[int] = set()
+
+
+class Resolver:
+    """Raw hook records -> wire events, per episode (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._next_node = itertools.count(1).__next__
+        self._episode = _Episode()
+        self._sent_functions: set[int] = set()
+        self._sent_sites: set[int] = set()
+        self._pending_functions: list[int] = []
+        self._pending_sites: list[int] = []
+        self._constants: dict[int, frozenset] = {}
+        self.skipped = 0   # events dropped because their call was not seen in this episode
+        self.errors = 0    # records that could not be converted
+
+    # -- public API --------------------------------------------------------
+
+    def convert(self, drained) -> list[list]:
+        """Wire events for `drained`: a list of (thread ident, records) as `buffers.drain()` returns.
+
+        A bare list of records is accepted too. Never raises for a bad
+        record: it is skipped and counted in `errors`.
+        """
+        events: list[list] = []
+        if drained and isinstance(drained[0], tuple) and len(drained[0]) == 2 and isinstance(drained[0][1], list):
+            chunks = [records for _, records in drained]
+        else:
+            chunks = [drained]
+        for records in chunks:
+            for record in records:
+                try:
+                    self._convert_one(record, events)
+                except Exception:
+                    self.errors += 1
+        return events
+
+    def node_for_value(self, obj: Any) -> Optional[int]:
+        """The node of the most recent traced result that IS `obj` in this episode, or None."""
+        entry = self._episode.last_result.get(id(obj))
+        if entry is not None and entry[1] is obj:
+            return entry[0]
+        return None
+
+    def release(self, episode: Any = None) -> None:
+        """Forget every value of the current episode (memory returns to its level before)."""
+        self._episode = _Episode()
+
+    def new_functions(self) -> list:
+        """FunctionDefs of marked functions seen in events and not returned before."""
+        from tracer import marking
+
+        out = []
+        for func_id in self._pending_functions:
+            try:
+                out.append(marking.function_def(func_id))
+            except KeyError:
+                continue
+        self._pending_functions = []
+        return out
+
+    def new_sites(self) -> list:
+        """SiteDefs of op-mode sites seen in events and not returned before."""
+        from tracer import marking
+
+        out = []
+        for site_id in self._pending_sites:
+            try:
+                out.append(marking.registry.site_def(site_id))
+            except KeyError:
+                continue
+        self._pending_sites = []
+        return out
+
+    # -- nodes ------------------------------------------------------------
+
+    def _value_node(self, obj: Any, events: list) -> int:
+        node = self._next_node()
+        events.append(["v", node, _summarize(obj)])
+        return node
+
+    def _input_node(self, obj: Any, events: list) -> int:
+        """The node an input value came from (call mode: by identity, where exact)."""
+        ep = self._episode
+        if type(obj) is not hooks.Clipped and not is_shareable(obj):
+            key = id(obj)
+            entry = ep.produced.get(key)
+            if entry is not None and entry[1] is obj:
+                return entry[0]
+            if key not in ep.ambiguous:
+                entry = ep.sources.get(key)
+                if entry is not None and entry[1] is obj:
+                    return entry[0]
+                node = self._value_node(obj, events)
+                ep.sources[key] = (node, obj)
+                return node
+        return self._value_node(obj, events)
+
+    def _output_node(self, obj: Any, events: list, func_id: Optional[int]) -> int:
+        """A fresh node for a value a traced operation produced; linkable when exact."""
+        ep = self._episode
+        node = self._value_node(obj, events)
+        key = id(obj)
+        ep.last_result[key] = (node, obj)
+        if type(obj) is hooks.Clipped or is_shareable(obj) or self._is_constant_of(func_id, obj):
+            return node
+        if key in ep.ambiguous:
+            return node
+        if key in ep.produced:
+            # a second producer of the same object: identity no longer says which one
+            ep.ambiguous[key] = ep.produced.pop(key)[1]
+            return node
+        ep.produced[key] = (node, obj)
+        return node
+
+    def _is_constant_of(self, func_id: Optional[int], obj: Any) -> bool:
+        if func_id is None:
+            return False
+        ids = self._constants.get(func_id)
+        if ids is None:
+            ids = self._constants[func_id] = _constant_ids(func_id)
+        return id(obj) in ids
+
+    # -- records ----------------------------------------------------------
+
+    def _convert_one(self, record: tuple, events: list) -> None:
+        tag = record[0]
+        if tag == "call":
+            self._call(record, events)
+        elif tag == "ret":
+            _, op, value, t = record
+            func_id = self._episode.ops.get(op)
+            if func_id is None:
+                self.skipped += 1
+                return
+            node = self._output_node(value, events, func_id)
+            events.append(["ret", op, node, t])
+        elif tag == "exc":
+            _, op, exc, tb, t = record
+            func_id = self._episode.ops.get(op)
+            if func_id is None:
+                self.skipped += 1
+                return
+            events.append(["exc", op, _type_name(exc), _message(exc),
+                           annotated_traceback(exc, tb, func_id), t])
+        elif tag == "read":
+            _, op, name, value = record
+            if op not in self._episode.ops:
+                self.skipped += 1
+                return
+            node = self._param_node(name, value, events)
+            events.append(["read", op, name, node])
+        elif tag == "op":
+            self._op(record, events)
+        else:
+            self.errors += 1
+
+    def _call(self, record: tuple, events: list) -> None:
+        _, op, func_id, parent, args, thread, t = record
+        ep = self._episode
+        ep.ops[op] = func_id
+        if parent is not None and parent not in ep.ops:
+            parent = None  # the enclosing call belongs to an earlier episode
+        if func_id not in self._sent_functions:
+            self._sent_functions.add(func_id)
+            self._pending_functions.append(func_id)
+        names = _argnames(func_id, len(args))
+        defaults = _default_params(func_id)
+        inputs = []
+        reads = []
+        for name, value in zip(names, args):
+            record_ = defaults.get(name) if defaults else None
+            if record_ is not None and _current_value(record_) is value:
+                node = self._param_node(record_.name, value, events)
+                reads.append(["read", op, record_.name, node])
+            else:
+                node = self._input_node(value, events)
+            inputs.append([name, node])
+        events.append(["call", op, func_id, parent, inputs, thread, t])
+        events.extend(reads)
+
+    def _param_node(self, name: str, value: Any, events: list) -> int:
+        ep = self._episode
+        key = id(value)
+        entry = ep.sources.get(key)
+        if entry is not None and entry[1] is value and entry[0] in ep.param_nodes:
+            return entry[0]
+        node = self._value_node(value, events)
+        events.append(["param", node, name])
+        ep.param_nodes.add(node)
+        if not is_shareable(value) and key not in ep.produced:
+            ep.sources[key] = (node, value)
+        return node
+
+    def _op(self, record: tuple, events: list) -> None:
+        _, ref, op, site, opname, refs, value = record
+        ep = self._episode
+        if op not in ep.ops:
+            self.skipped += 1
+            return
+        if site not in self._sent_sites:
+            self._sent_sites.add(site)
+            self._pending_sites.append(site)
+        inputs = []
+        for r in refs:
+            inputs.append(self._resolve_ref(r, op, events))
+        node = self._value_node(value, events)
+        ep.last_result[id(value)] = (node, value)
+        ref[0] = node
+        events.append(["op", self._next_op_id(), op, site, opname, inputs, node])
+
+    def _resolve_ref(self, r: Any, op: int, events: list) -> Optional[int]:
+        if r is None:
+            return None
+        if type(r) is list:  # the ref of an earlier op's output (filled when it was converted)
+            return r[0]
+        if type(r) is tuple:
+            kind = r[0]
+            if kind == "val":
+                return self._value_node(r[1], events)
+            if kind == "node":
+                return r[1]
+        return None
+
+    def _next_op_id(self) -> int:
+        return hooks._next_op()
+
+
+def _argnames(func_id: int, n: int) -> list[str]:
+    from tracer import marking
+
+    entry = marking.registry.get(func_id)
+    names = list(entry.argnames) if entry is not None and entry.argnames else []
+    if len(names) < n:
+        names += [str(i) for i in range(len(names), n)]
+    return names[:n]
+
+
+def _default_params(func_id: int) -> dict:
+    """arg name -> ParamRecord for the marked function's default-argument parameters."""
+    params = sys.modules.get("tracer.params")
+    registry = getattr(params, "registry", None) if params is not None else None
+    if registry is None:
+        return {}
+    by_default = getattr(registry, "by_default", None)
+    if not by_default:
+        return {}
+    return {arg: rec for (fid, arg), rec in list(by_default.items()) if fid == func_id}
+
+
+def _current_value(record: Any) -> Any:
+    try:
+        return record.get()
+    except Exception:
+        return _NOTHING
+
+
+_NOTHING = object()
+
+
+def _constant_ids(func_id: int) -> frozenset:
+    """ids of the constants of a marked function's code (and the code nested in it)."""
+    from tracer import marking
+
+    entry = marking.registry.get(func_id)
+    codes = []
+    if entry is not None:
+        if entry.code is not None:
+            codes.append(entry.code)
+        func = entry.function()
+        if func is not None:
+            codes.append(func.__code__)
+    ids: set[int] = set()
+    stack = list(codes)
+    while stack:
+        code = stack.pop()
+        for const in code.co_consts:
+            ids.add(id(const))
+            if isinstance(const, types.CodeType):
+                stack.append(const)
+            elif type(const) in (tuple, frozenset):
+                ids.update(id(c) for c in const)
+    return frozenset(ids)
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as error:
+        return f"<str() failed: {type(error).__name__}>"
+
+
+def annotated_traceback(exc: BaseException, tb: Optional[types.TracebackType], func_id: int) -> str:
+    """The traceback of `exc` from the marked frame down, plus the marked source with the failing line marked.
+
+    Like opto's ExecutionError: the reader sees which line of the marked
+    function raised, in that function's own source.
+    """
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception as error:
+        text = f"{_type_name(exc)}: {_message(exc)} (traceback unavailable: {type(error).__name__})\n"
+    marked = _marked_source_excerpt(tb, func_id)
+    if marked:
+        text += "\n" + marked
+    return text[:_TRACEBACK_LIMIT]
+
+
+def _marked_source_excerpt(tb: Optional[types.TracebackType], func_id: int) -> str:
+    if tb is None:
+        return ""
+    from tracer import marking
+
+    entry = marking.registry.get(func_id)
+    code = tb.tb_frame.f_code
+    lineno = tb.tb_lineno
+    filename = code.co_filename
+    first = code.co_firstlineno
+    lines = linecache.getlines(filename)
+    if not lines:
+        return ""
+    try:
+        import inspect
+        block = inspect.getblock(lines[first - 1:])
+    except Exception:
+        block = lines[first - 1:lineno]
+    name = f"{entry.module}:{entry.qualname}" if entry is not None else code.co_name
+    out = [f"In marked function {name} ({filename}, line {lineno}):"]
+    for offset, line in enumerate(block):
+        number = first + offset
+        marker = "-->" if number == lineno else "   "
+        out.append(f"{marker} {number:4d} | {line.rstrip()}")
+    return "\n".join(out) + "\n"
