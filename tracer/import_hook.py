@@ -28,7 +28,6 @@ handle is left untraced, with a `TracingDisabledWarning`.
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import marshal
@@ -78,6 +77,32 @@ class HookStats:
 stats = HookStats()
 _finder: "TraceFinder | None" = None
 _warned_modules: set[str] = set()
+_first_use_callbacks: list = []
+_first_use_lock = threading.Lock()
+
+
+def call_on_first_use(callback) -> None:
+    """Run `callback()` once, just before this process first runs or instruments code the config names.
+
+    The child bootstrap starts the tracing runtime this way, so a Python
+    child that never touches marked code (a helper script, pip) pays no
+    connection and prints nothing. Exceptions from the callback are reported
+    as warnings, never raised into the import.
+    """
+    _first_use_callbacks.append(callback)
+
+
+def _first_use() -> None:
+    if not _first_use_callbacks:
+        return
+    with _first_use_lock:
+        callbacks = list(_first_use_callbacks)
+        _first_use_callbacks.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as exc:
+            warnings.warn(f"tracer: starting the runtime failed ({exc!r}); the program runs untraced", RuntimeWarning, stacklevel=2)
 
 
 # -- installing ----------------------------------------------------------------
@@ -109,6 +134,7 @@ def install(config: TraceConfig) -> "TraceFinder | None":
     for name in sorted(config.hooked_modules()):
         module = sys.modules.get(name)
         if module is not None and name != "__main__":
+            _first_use()
             _instrument_imported_module(module, config.marks_for(name))
             register_config_params(module.__dict__, config.params_for(name))
     return _finder
@@ -130,8 +156,12 @@ def installed_finder() -> "TraceFinder | None":
     return _finder
 
 
-class TraceFinder(importlib.abc.MetaPathFinder):
-    """Meta-path finder that hands marked source modules to `TraceLoader` and ignores everything else."""
+class TraceFinder:
+    """Meta-path finder that hands marked source modules to `TraceLoader` and ignores everything else.
+
+    (Not derived from importlib.abc.MetaPathFinder: importing importlib.abc
+    costs every traced child process ~10 ms, and find_spec is all that is used.)
+    """
 
     def __init__(self, config: TraceConfig):
         self.config = config
@@ -168,6 +198,7 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         return code
 
     def exec_module(self, module: types.ModuleType) -> None:
+        _first_use()
         if self.marks is not None:
             _install_hook_globals(module.__dict__)
         super().exec_module(module)  # calls get_code, then runs the body
@@ -440,6 +471,7 @@ def instrument_in_place(module: types.ModuleType, marks: ModuleMarks, *, warn: b
     """Instrument (and so register) the marked functions of a live module with `marking.instrument_function`."""
     from tracer import marking
 
+    _first_use()
     count = 0
     for qualname, func in _defined_functions(module, marks):
         trainable = marks.trainable(qualname)
@@ -573,6 +605,7 @@ __all__ = [
     "TraceLoader",
     "TracingDisabledWarning",
     "cache_location",
+    "call_on_first_use",
     "install",
     "installed_finder",
     "instrument_in_place",

@@ -125,8 +125,9 @@ def test_classes_defined_in_the_script_pickle_round_trip(program_dir, tmp_path):
         ("raise SystemExit(3)\n", 3),
         ("import sys\nsys.exit('bye: something failed')\n", 1),
         ("import sys\nsys.exit(None)\n", 0),
+        ("raise KeyboardInterrupt\n", -2),
     ],
-    ids=["zero", "sys-exit-3", "systemexit-3", "exit-message", "exit-none"],
+    ids=["zero", "sys-exit-3", "systemexit-3", "exit-message", "exit-none", "keyboard-interrupt"],
 )
 def test_exit_status_and_message_are_the_programs(program_dir, tmp_path, body, status):
     write(program_dir, "ender.py", body)
@@ -308,6 +309,18 @@ def test_python_subprocesses_are_traced_and_run_the_users_sitecustomize(program_
     result = trace_run(["--target", "lib:work", "parent.py"], program_dir, tmp_path, PYTHONPATH=str(user_site))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True yes False\n"
+
+
+def test_python_children_that_run_no_marked_code_stay_quiet(program_dir, tmp_path):
+    write(program_dir, "lib.py", "def work():\n    return 1\n")
+    write(program_dir, "parent.py", """
+        import subprocess, sys
+        out = subprocess.run([sys.executable, "-c", "print('child ran')"], capture_output=True, text=True)
+        print(repr(out.stdout), repr(out.stderr), out.returncode)
+    """)
+    result = trace_run(["--target", "lib:work", "parent.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "'child ran\\n' '' 0\n"
 
 
 @pytest.fixture

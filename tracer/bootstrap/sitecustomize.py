@@ -16,23 +16,31 @@ _BOOTSTRAP_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _trace_this_process():
-    import warnings
-
     try:
         from tracer import import_hook
         from tracer.config import TraceConfig
+    except ImportError:
+        return  # an interpreter without the tracer installed (another venv, another version): run untraced, quietly
+    import warnings
 
+    try:
         config = TraceConfig.from_environ()
+        # Start the runtime (connection, flusher) only once marked code is about to run:
+        # a child that never imports it (a helper script, pip) costs little and prints nothing.
+        import_hook.call_on_first_use(lambda: _start_runtime(config))
         import_hook.install(config)
         if config.marks_for("__main__") is not None and "--multiprocessing-fork" in sys.argv:
             _trace_spawned_main(config)
-        try:
-            from tracer import runtime
-        except ImportError:
-            return
-        runtime.start(config)
     except Exception as exc:  # never break the child: it runs untraced
         warnings.warn(f"tracer: this child process runs untraced ({exc!r})", RuntimeWarning, stacklevel=1)
+
+
+def _start_runtime(config):
+    try:
+        from tracer import runtime
+    except ImportError:
+        return
+    runtime.start(config)
 
 
 def _trace_spawned_main(config):
