@@ -26,7 +26,9 @@ PROLOGUE = """\
 import json, os, sys, time
 from tracer import runtime
 _t0 = time.perf_counter()
-runtime.start(runtime.RuntimeConfig(session="sess", autostart=False, connect_timeout=0.5, {start_args}))
+_options = dict(session="sess", autostart=False, connect_timeout=0.5)
+_options.update(dict({start_args}))
+runtime.start(runtime.RuntimeConfig(**_options))
 _startup = time.perf_counter() - _t0
 def report(**values):
     with open(os.environ["REPORT_FILE"], "a") as f:
@@ -427,3 +429,18 @@ def test_the_fork_warning_still_shows_when_the_program_has_threads_of_its_own(se
     """)
     assert done.returncode == 0
     assert "DeprecationWarning: This process" in done.stderr
+
+
+def test_when_autostart_fails_one_line_says_why(workdir, sock_path):
+    not_a_dir = os.path.join(workdir, "file")
+    open(not_a_dir, "w").close()
+    done, reports = run(workdir, sock_path, """
+        print("ran")
+        report(connected=runtime.is_connected())
+    """, start_args="autostart=True", env={"TRACE_AUTOSTART": "1", "TRACE_STATE_DIR": os.path.join(not_a_dir, "state")})
+    assert done.returncode == 0 and done.stdout == "ran\n"
+    (line,) = tracer_lines(done.stderr)
+    assert line.startswith("trace-live: tracing is off: no optimizer daemon is listening at ")
+    assert "starting one failed" in line
+    assert done.stderr.count("\n") == 1
+    assert reports["connected"] is False
