@@ -333,6 +333,34 @@ def test_config_param_naming_nothing_warns_and_the_module_still_imports(project)
     assert "ConfigParamWarning: tracer: --param shop:NO_SUCH_NAME was not declared" in out.stderr
 
 
+def test_nested_function_target_instruments_only_the_inner_function(project):
+    (project / "nested.py").write_text(textwrap.dedent("""
+        def outer(k):
+            def inner(x):
+                return x * k
+            return inner
+
+        class Box:
+            class Lid:
+                def close(self):
+                    return "closed"
+    """))
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("nested:outer.<locals>.inner", "nested:Box.Lid.close")))
+        import nested
+        def instrumented(f):
+            return any(n.startswith("@trace_") for n in f.__code__.co_names)
+        inner = nested.outer(3)
+        print(instrumented(inner), instrumented(nested.outer), instrumented(nested.Box.Lid.close), inner(2), nested.Box.Lid().close())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True", "6", "closed"]
+
+
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
     from tracer.import_hook import CACHE_TAG, cache_location
 
