@@ -99,6 +99,18 @@ def _buffer() -> Optional[list]:
 # --- call mode -------------------------------------------------------------
 
 
+def _restore_parent(tok: list) -> None:
+    """The frame of `tok` stops being the current call: its resumer's call is current again.
+
+    Only if it still is current: an exception thrown into a suspended
+    generator (`close()`, `throw()`, garbage collection) leaves it without a
+    resume hook, and then the current call is the thrower's, left as is.
+    """
+    if _current.get() is tok:
+        _current.set(tok[1])
+
+
+
 def enter(func_id: int, *args: Any) -> Optional[list]:
     """A marked function starts running; returns the frame's token (or None: not traced)."""
     if not _enabled:
@@ -128,7 +140,7 @@ def leave(tok: Optional[list], value: Any) -> Any:
     """A marked call returns `value` (passed through unchanged)."""
     if tok is not None:
         try:
-            _current.set(tok[1])
+            _restore_parent(tok)
             buf = _buffer()
             if buf is not None:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
@@ -143,7 +155,7 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
     """A marked generator/coroutine finishes with `value` (a `ret` only if it is not None)."""
     if tok is not None:
         try:
-            _current.set(tok[1])
+            _restore_parent(tok)
             if value is not None:
                 buf = _buffer()
                 if buf is not None:
@@ -158,7 +170,7 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
     if tok is None:
         return
     try:
-        _current.set(tok[1])
+        _restore_parent(tok)
         if exc is None:
             exc = sys.exc_info()[1]
         if isinstance(exc, GeneratorExit) or exc is None:
@@ -174,7 +186,7 @@ def suspend(tok: Optional[list], value: Any) -> Any:
     """A marked generator yields `value` to its consumer (recorded as a `ret`)."""
     if tok is not None:
         try:
-            _current.set(tok[1])
+            _restore_parent(tok)
             buf = _buffer()
             if buf is not None:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
@@ -189,7 +201,7 @@ def pause(tok: Optional[list], value: Any) -> Any:
     """A marked generator/coroutine suspends inside `yield from` / `await`; `value` passes through."""
     if tok is not None:
         try:
-            _current.set(tok[1])
+            _restore_parent(tok)
         except BaseException:
             _count_error()
     return value
