@@ -73,7 +73,6 @@ class RuntimeConfig:
     socket_path: str | None = None
     granularity: str = "call"
     autostart: bool = True
-    in_process: bool = False            # serve the optimizer from this process (needs service_factory)
     service_factory: Callable[[], InProcessService] | None = None
     client_name: str = ""
     connect_timeout: float = 0.5        # one attempt, handshake included
@@ -87,9 +86,9 @@ class RuntimeConfig:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "RuntimeConfig":
-        """Build from any object with `session`, `granularity`, `autostart`, `in_process`
-        attributes (a `tracer.config.TraceConfig`), plus explicit overrides."""
-        names = ("session", "granularity", "autostart", "in_process")
+        """Build from any object with `session`, `granularity`, `autostart` attributes
+        (a `tracer.config.TraceConfig`), plus explicit overrides such as `service_factory`."""
+        names = ("session", "granularity", "autostart")
         values = {name: getattr(settings, name) for name in names if hasattr(settings, name)}
         values.update(overrides)
         return cls(**values)
@@ -185,6 +184,9 @@ class Runtime:
             return self._tracing_off(f"the optimizer daemon rejected this process: {exc.reason}")
         except DaemonUnavailable as exc:
             return self._tracing_off(str(exc))
+        from tracer import hooks
+
+        hooks.enable()  # a runtime started again after tracing was off
         if self.config.buffer_limit is not None:
             buffers.set_limit(self.config.buffer_limit)
         self.flusher = Flusher(
@@ -210,9 +212,6 @@ class Runtime:
         if self.config.service_factory is not None:
             self.service = self.config.service_factory()
             return str(self.service.socket_path)
-        if self.config.in_process:
-            raise TracerError("in-process mode was asked for, but no optimizer service factory was given "
-                              "(RuntimeConfig.service_factory); run without --in-process to use the daemon")
         if self.config.socket_path:
             return str(self.config.socket_path)
         from protocol import locations
@@ -500,7 +499,7 @@ def new_episode(timeout: float = 5.0) -> int:
 
     Raises `NotConnected` when tracing is off.
     """
-    return _require().new_episode(timeout)
+    return require().new_episode(timeout)
 
 
 def note_feedback() -> None:
@@ -524,7 +523,7 @@ def with_resolver(fn: Callable[[Any, int], Any]) -> Any:
     For the API layer, to find the node of a value for feedback. Raises
     `NotConnected` when tracing is off.
     """
-    runtime = _require()
+    runtime = require()
     assert runtime.flusher is not None and runtime._hot is not None
     with runtime.flusher.resolver_lock:
         return fn(runtime._hot.resolver, runtime.flusher.episode)
@@ -532,28 +531,28 @@ def with_resolver(fn: Callable[[Any, int], Any]) -> Any:
 
 def send(msg: Any) -> int:
     """Send one message to the daemon; raises `NotConnected` when there is no connection."""
-    runtime = _require()
+    runtime = require()
     assert runtime.transport is not None
     return runtime.transport.send(msg)
 
 
 def next_request_id() -> int:
     """A request id unique in this process."""
-    runtime = _require()
+    runtime = require()
     assert runtime.transport is not None
     return runtime.transport.next_request_id()
 
 
 def request(msg: Any, timeout: float) -> Any:
     """Send `msg` and return the daemon's reply (see `Transport.request` for the errors)."""
-    runtime = _require()
+    runtime = require()
     assert runtime.transport is not None
     return runtime.transport.request(msg, timeout)
 
 
 def wait_for_patch(version: int, timeout: float) -> list[m.PatchResult] | None:
     """The per-item results of patch `version` once it was applied here; None on timeout."""
-    return _require().wait_for_version(version, timeout)
+    return require().wait_for_version(version, timeout)
 
 
 def applied_version() -> int:
@@ -563,7 +562,7 @@ def applied_version() -> int:
 
 def add_patch_listener(listener: Callable[[m.Patch, list[m.PatchResult]], None]) -> None:
     """Call `listener(patch, results)` after every patch this process applies (receiver thread)."""
-    _require().add_patch_listener(listener)
+    require().add_patch_listener(listener)
 
 
 def stats() -> RuntimeStats:
@@ -598,7 +597,8 @@ def stats() -> RuntimeStats:
     return result
 
 
-def _require() -> Runtime:
+def require() -> Runtime:
+    """The running runtime; raises `NotConnected` (saying why) when tracing is off or not started."""
     runtime = _current
     if runtime is None:
         raise NotConnected("tracing is not started: run the program with 'trace-run' or call tracer.runtime.start()")
@@ -686,3 +686,6 @@ def _after_fork_in_child() -> None:
 atexit.register(_stop_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+_require = require  # the name tracer.api used first
