@@ -518,19 +518,35 @@ _fingerprint: bytes | None = None
 _fingerprint_lock = threading.Lock()
 
 
+# The tracer's files whose changes change rewritten code (the rest, e.g. the runtime, do not).
+_REWRITING_FILES = ("import_hook.py", "config.py", "marking.py", "hooks.py", "ids.py")
+_REWRITING_DIRS = ("rewrite",)
+
+
 def tracer_fingerprint() -> bytes:
-    """Digest of the tracer's own code (paths, sizes, mtimes), so any change to the rewriter invalidates the cache."""
+    """Digest of the tracer code that produces rewritten code (paths, sizes, mtimes).
+
+    Any edit or upgrade of the rewriter, the hooks or this file invalidates
+    every cached module, as a new pytest version invalidates its pycs.
+    """
     global _fingerprint
     with _fingerprint_lock:
         if _fingerprint is None:
             digest = hashlib.blake2b(digest_size=16)
             package_dir = os.path.dirname(os.path.abspath(__file__))
-            for directory, subdirs, files in os.walk(package_dir):
-                subdirs[:] = sorted(d for d in subdirs if d != "__pycache__")
-                for name in sorted(files):
-                    if name.endswith(".py"):
-                        st = os.stat(os.path.join(directory, name))
-                        digest.update(f"{os.path.relpath(directory, package_dir)}/{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+            paths = [os.path.join(package_dir, name) for name in _REWRITING_FILES]
+            for directory in _REWRITING_DIRS:
+                try:
+                    names = sorted(os.listdir(os.path.join(package_dir, directory)))
+                except OSError:
+                    continue
+                paths.extend(os.path.join(package_dir, directory, n) for n in names if n.endswith(".py"))
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                digest.update(f"{os.path.relpath(path, package_dir)}:{st.st_size}:{st.st_mtime_ns};".encode())
             _fingerprint = digest.digest()
         return _fingerprint
 

@@ -164,6 +164,13 @@ def test_changing_the_granularity_invalidates_the_cache(project):
     assert report["rewrites"] == 1 and report["cache_hits"] == 0
 
 
+def test_a_different_tracer_version_invalidates_the_cache(project):
+    run_driver(project, ["shop:double"])
+    # what an upgraded or edited rewriter looks like to the cache: another fingerprint
+    report = run_driver(project, ["shop:double"], before="import_hook._fingerprint = bytes(16)")
+    assert report["rewrites"] == 1 and report["cache_hits"] == 0
+
+
 def test_editing_the_source_invalidates_the_cache(project):
     run_driver(project, ["shop:double"])
     (project / "shop.py").write_text(MODULE_SOURCE.replace("x * 2", "x * 2 + 0"))
