@@ -171,12 +171,40 @@ class TraceFinder:
         if fullname not in self.hooked_modules:
             return None  # the cheap bail-out: most imports end here
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
-            return None  # extension, namespace or sourceless module: nothing we can rewrite
+        if spec is None:
+            spec = self._find_with_other_finders(fullname, path, target)  # e.g. setuptools' editable installs
+        if spec is None:
+            return None
+        if not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            if fullname not in _warned_modules:  # extension, namespace or sourceless: nothing to rewrite
+                _warned_modules.add(fullname)
+                warnings.warn(
+                    f"tracer: module {fullname!r} is not Python source ({type(spec.loader).__name__}); "
+                    "its targets cannot be traced",
+                    TracingDisabledWarning,
+                    stacklevel=2,
+                )
+            return None
         spec.loader = TraceLoader(
             fullname, spec.origin, self.config.marks_for(fullname), self.config.granularity, self.config.params_for(fullname)
         )
         return spec
+
+
+    def _find_with_other_finders(self, fullname: str, path: Any, target: types.ModuleType | None):
+        for finder in list(sys.meta_path):
+            if finder is self or finder is importlib.machinery.PathFinder:
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            try:
+                spec = find_spec(fullname, path, target)
+            except Exception:  # another finder's failure is its own business when it runs for real
+                continue
+            if spec is not None:
+                return spec
+        return None
 
 
 # -- the loader ----------------------------------------------------------------

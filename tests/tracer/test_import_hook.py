@@ -368,6 +368,45 @@ def test_nested_function_target_instruments_only_the_inner_function(project):
     assert out.stdout.split() == ["True", "False", "True", "6", "closed"]
 
 
+def test_module_found_by_another_meta_path_finder_is_still_rewritten(project, tmp_path):
+    # setuptools' editable installs map package names to directories that are not on sys.path
+    hidden = tmp_path / "elsewhere"
+    hidden.mkdir()
+    (hidden / "hidden_mod.py").write_text("def f(x):\n    return x + 1\n")
+    code = textwrap.dedent(f"""
+        import importlib.machinery, importlib.util, sys
+        class MappingFinder:
+            def find_spec(self, name, path=None, target=None):
+                if name == "hidden_mod":
+                    return importlib.util.spec_from_file_location(name, {str(hidden / "hidden_mod.py")!r})
+                return None
+        sys.meta_path.append(MappingFinder())
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("hidden_mod:f",)))
+        import hidden_mod
+        print(any(n.startswith("@trace_") for n in hidden_mod.f.__code__.co_names), hidden_mod.f(1))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "2"]
+
+
+def test_target_in_an_extension_module_warns_that_it_cannot_be_traced(tmp_path):
+    code = textwrap.dedent("""
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("_csv:reader",)))
+        import _csv
+        print("imported")
+    """)
+    env = child_env(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    if "_csv" in sys.builtin_module_names:
+        pytest.skip("_csv is built into this interpreter")
+    assert out.stdout.strip() == "imported"
+    assert "TracingDisabledWarning: tracer: module '_csv' is not Python source" in out.stderr
+
+
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
     from tracer.import_hook import CACHE_TAG, cache_location
 
