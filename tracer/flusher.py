@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Final, Iterable, Protocol
 
 from protocol import messages as m
+from protocol.errors import ProtocolError
 
 from tracer.errors import NotConnected
 from tracer.transport import ConnectionChanged, Transport
@@ -431,11 +432,40 @@ class Flusher:
                 continue
             except NotConnected:
                 return
+            except ProtocolError as exc:  # too large a frame, or a value msgpack cannot carry
+                self._split_or_drop_front(exc)
+                continue
             self._queue.popleft()
             self._count_sent(msg, generation)
             with self._sent:
                 self._sent_seq = seq
                 self._sent.notify_all()
+
+    def _split_or_drop_front(self, error: ProtocolError) -> None:
+        """The first queued message cannot be encoded: send a batch in halves, drop anything else.
+
+        Halving isolates a bad event (or fits a batch of large summaries
+        under the frame limit); a single event that still fails is dropped
+        and counted, so one bad value never blocks the events behind it.
+        """
+        with self.resolver_lock:
+            seq, msg = self._queue.popleft()
+            if isinstance(msg, m.EventBatch) and len(msg.events) > 1:
+                half = len(msg.events) // 2
+                first = m.EventBatch(episode=msg.episode, events=msg.events[:half], dropped=msg.dropped)
+                second = m.EventBatch(episode=msg.episode, events=msg.events[half:], dropped=0)
+                self._queue.appendleft((seq, second))
+                self._queue.appendleft((seq, first))
+                return
+        self._note_error(error)
+        if isinstance(msg, m.EventBatch):
+            with self._count_lock:
+                self.stats.pending_events -= len(msg.events)
+                self._unreported_drops += msg.dropped  # the count it carried must still reach the daemon
+            self._drop(len(msg.events))
+        with self._sent:
+            self._sent_seq = seq
+            self._sent.notify_all()
 
     def _start_connection(self, generation: int) -> None:
         """Tell a daemon that has never seen this process everything it needs."""

@@ -336,3 +336,28 @@ def test_events_recorded_while_disconnected_are_sent_after_reconnecting(server, 
     server.wait_for(lambda: transport.connected)
     assert flushed(flusher, transport, 2)
     assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == [1, 2, 3, 4, 5]
+
+
+def test_a_batch_over_the_frame_limit_is_sent_in_smaller_frames(server, transport, make_flusher):
+    flusher = make_flusher(batch_events=64)
+    big = "x" * (1 << 20)
+    buf = buffers.thread_buffer()
+    for op in range(20):  # 20 MiB in one batch: over the 16 MiB frame limit
+        buf.append(("big", op, big))
+    assert flushed(flusher, transport, 10)
+    batches = server.messages(m.EventBatch)
+    assert [e[1] for b in batches for e in b.events] == list(range(20))
+    assert len(batches) >= 2 and flusher.stats.dropped == 0
+
+
+def test_an_event_msgpack_cannot_carry_is_dropped_and_counted_without_blocking_the_rest(server, transport, make_flusher):
+    flusher = make_flusher()
+    buf = buffers.thread_buffer()
+    buf.append(("call", 1, FUNC, None, (), 1, 0))
+    buf.append(("bad", 2, {1, 2}))  # a set: not part of the wire format
+    buf.append(("call", 3, FUNC, None, (), 1, 0))
+    assert flushed(flusher, transport, 5)
+    batches = server.messages(m.EventBatch)
+    assert [e[1] for b in batches for e in b.events] == [1, 3]
+    assert flusher.stats.dropped == 1 and sum(b.dropped for b in batches) == 1
+    assert flusher.stats.internal_errors == 1
