@@ -10,7 +10,6 @@ so the workers, which never gave feedback, print the new greeting.
 import os
 import subprocess
 import sys
-import time
 
 import tracer
 

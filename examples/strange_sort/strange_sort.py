@@ -1,6 +1,9 @@
 """Fixing a function's code from failing test cases (Trace's strange_sort_list).
 
-    trace-run --trainable __main__:strange_sort_list examples/strange_sort/strange_sort.py
+    trace-run examples/strange_sort/strange_sort.py
+
+(pyproject.toml beside this file marks the function; the same from the
+command line: trace-run --trainable __main__:strange_sort_list ...)
 
 The body of `strange_sort_list` is wrong. Its source is a trainable
 parameter: the failing cases are fed back, and the optimizer's new source is
