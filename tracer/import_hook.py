@@ -210,6 +210,27 @@ class TraceFinder:
 # -- the loader ----------------------------------------------------------------
 
 
+# `TraceLoader.exec_module`, compiled under importlib's own file name on purpose.
+# When a module body raises, CPython cuts the import machinery's frames from
+# the traceback (import.c, remove_importlib_frames), but only a run of
+# importlib frames that is unbroken and ends in `_call_with_frames_removed`.
+# A loader frame of ours in that run would leave four frames of
+# `<frozen importlib._bootstrap>` plus our own in the user's traceback; with
+# this the traceback of an error at import time is the same as without tracing.
+_EXEC_MODULE_SOURCE = """
+def exec_module(self, module):
+    code = self._before_exec(module)
+    _call_with_frames_removed(exec, code, module.__dict__)
+    self._after_exec(module)
+
+def _call_with_frames_removed(f, *args, **kwds):
+    return f(*args, **kwds)
+"""
+_exec_namespace: dict = {}
+exec(compile(_EXEC_MODULE_SOURCE, "<frozen importlib._bootstrap_external>", "exec"), _exec_namespace)
+_exec_module_without_visible_frames = _exec_namespace["exec_module"]
+
+
 class TraceLoader(importlib.machinery.SourceFileLoader):
     """Source loader that rewrites the marked functions of one module (through the cache)."""
 
@@ -225,13 +246,20 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         code, self.marked = load_rewritten_code(source_path, fullname, self.marks, self.granularity, self.get_data)
         return code
 
-    def exec_module(self, module: types.ModuleType) -> None:
+    def _before_exec(self, module: types.ModuleType) -> types.CodeType:
         _first_use()
-        if self.marks is not None:
+        code = self.get_code(module.__name__)
+        if self.marked:
             _install_hook_globals(module.__dict__)
-        super().exec_module(module)  # calls get_code, then runs the body
+        return code
+
+    def _after_exec(self, module: types.ModuleType) -> None:
         register_marked_functions(module.__dict__, module.__name__, self.marked)
         register_config_params(module.__dict__, self.params)
+
+    exec_module = _exec_module_without_visible_frames  # (self, module): before, run the body, after
+
+
 
 
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):

@@ -152,6 +152,18 @@ def test_uncaught_exception_exits_1_with_a_traceback_free_of_runner_frames(progr
     assert without_notice(traced.stderr).startswith("Traceback (most recent call last):\n  File \"")
 
 
+def test_error_while_importing_a_marked_module_shows_the_same_traceback(program_dir, tmp_path):
+    write(program_dir, "fragile.py", """
+        def helper():
+            return 1
+
+        raise LookupError("missing setting")
+    """)
+    write(program_dir, "imports_fragile.py", "import fragile\n")
+    _, traced = assert_same_as_python(["imports_fragile.py"], ["--target", "fragile:*"], program_dir, tmp_path)
+    assert "importlib" not in traced.stderr and "tracer" not in without_notice(traced.stderr)
+
+
 def test_syntax_error_in_the_script_is_reported_like_python(program_dir, tmp_path):
     write(program_dir, "broken.py", "x = (\n")
     _, traced = assert_same_as_python(["broken.py"], [], program_dir, tmp_path)
