@@ -15,14 +15,21 @@ _NON_IDENT = re.compile(r"\W+")
 
 def identifier(text: str, fallback: str = "value") -> str:
     """`text` turned into a valid Python identifier (never a keyword), or `fallback`."""
-    name = _NON_IDENT.sub("_", str(text)).strip("_")
-    if not name:
+    name = _NON_IDENT.sub("_", str(text))
+    if not name.strip("_"):
         return fallback
+    if name != str(text):
+        name = name.strip("_")   # "pkg.mod:x" -> "pkg_mod_x", but "__call__" stays as it is
     if name[0].isdigit():
         name = f"{fallback}_{name}"
     if keyword.iskeyword(name):
         name += "_"
     return name
+
+
+def output_base(function_name: str) -> str:
+    """What a function's results are named after: `bar` -> "bar", `__call__` -> "call"."""
+    return identifier(function_name.strip("_") or function_name, "call")
 
 
 def short_name(qualified: str) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import networkx as nx
 
 from optimizer_service.optoprime import operations
-from optimizer_service.optoprime.naming import NameTable, identifier, short_name
+from optimizer_service.optoprime.naming import NameTable, identifier, output_base, short_name
 from optimizer_service.optoprime.prompts import REJECTIONS_HEADER
 from optimizer_service.step_types import ParamState, StepInput
 
@@ -154,7 +154,8 @@ def analyse(problem: StepInput) -> ProblemGraph:
             matched = operations.operands_for(shape, len(in_edges))
         else:
             func = attrs.get("func") or {}
-            base = identifier(short_name(func.get("qualname") or f"function_{func.get('id', '')}"), "call")
+            function_name = identifier(short_name(func.get("qualname") or f"function_{func.get('id', '')}"), "call")
+            base = output_base(function_name)
             signature_names = _signature_names(func.get("signature"))
 
         for position, (value_key, edge) in enumerate(in_edges):
@@ -207,11 +208,11 @@ def analyse(problem: StepInput) -> ProblemGraph:
             if code_var:
                 parts.append(f"__code={code_var}")
                 anchor = True
-            expression = f"{base}({', '.join(parts)})"
+            expression = f"{function_name}({', '.join(parts)})"
             if reads:
                 expression += f"  # reads {', '.join(reads)}"
-            doc_key = f"call:{func.get('module')}:{func.get('qualname') or base}"
-            doc = f"[{base}] {_function_doc(func)}"
+            doc_key = f"call:{func.get('module')}:{func.get('qualname') or function_name}"
+            doc = f"[{function_name}] {_function_doc(func)}"
 
         error = attrs.get("error")
         if error:

@@ -373,6 +373,15 @@ def test_user_prompt_follows_optoprimes_layout():
     assert "If no changes or answer are needed, just output TERMINATE." in rendered.system
 
 
+def test_dunder_methods_keep_their_name_in_code_and_give_readable_output_names():
+    g = TraceGraph()
+    a = g.param_value("a", 1)
+    out = g.call("Agent.__call__", {"query": a}, returns="hi")
+    parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=[ParamState("a", "int", 1)])))
+    assert parts["Code"] == ["call_output = __call__(query=a)"]
+    assert parts["Documentation"][0].startswith("[__call__] ")
+
+
 @pytest.mark.parametrize("text, inputs, expected", [
     ("len(items)", 1, "len_output = len(items)"),
     ("prompt.format(name=user)", 2, "format_output = prompt.format(name=user)"),

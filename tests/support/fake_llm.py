@@ -98,8 +98,11 @@ class RecordedRequest:
         return "anthropic" if self.path.endswith("/messages") else "openai"
 
     @property
-    def prompt_text(self) -> str:
-        """All message text of the request (system included), joined by newlines."""
+    def prompt_text(self) -> "PromptText":
+        """All message text of the request (system included), joined by newlines.
+
+        Read it as an attribute; calling it (`request.prompt_text()`) works too.
+        """
         parts: list[str] = []
         system = self.body.get("system")
         if isinstance(system, str):
@@ -110,7 +113,14 @@ class RecordedRequest:
                 parts.append(content)
             elif isinstance(content, list):
                 parts.extend(block.get("text", "") for block in content if isinstance(block, dict))
-        return "\n".join(parts)
+        return PromptText("\n".join(parts))
+
+
+class PromptText(str):
+    """A str that returns itself when called, so both spellings of `prompt_text` work."""
+
+    def __call__(self) -> str:
+        return str(self)
 
 
 Responder = Callable[[RecordedRequest], Reply]
@@ -228,7 +238,10 @@ class FakeLLMServer:
                     return
                 request = RecordedRequest(path=path, headers={k.lower(): v for k, v in self.headers.items()},
                                           body=body)
-                reply = server._take_reply(request)
+                try:
+                    reply = server._take_reply(request)
+                except Exception as exc:  # a broken responder must show up as an HTTP error, not a reset
+                    reply = Reply.error(500, f"fake_llm responder failed: {type(exc).__name__}: {exc}")
                 if reply.delay:
                     time.sleep(reply.delay)
                 if path == ANTHROPIC_PATH:
