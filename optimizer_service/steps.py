@@ -159,7 +159,7 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
     for snap in job.episodes:
         builder.add_events(snap.client_id, snap.episode, snap.events)
     targets = [("v", f.client_id, f.node) for f in feedback_rows]
-    subgraph = feedback_subgraph(builder.graph, targets)
+    subgraph = feedback_subgraph(builder.graph, targets, in_place=True)
 
     definitions = store.param_definitions(session)
     trainable = {name for name, d in definitions.items() if d.get("trainable", True)}
