@@ -287,8 +287,8 @@ class _InstanceAttrLocation(_Location):
 
     kind = KIND_INSTANCE_ATTR
 
-    def __init__(self, instance: Any, attr: str, given: Any):
-        self.ref = weakref.ref(instance)
+    def __init__(self, instance: Any, attr: str, given: Any, on_death: Callable[[Any], None] | None = None):
+        self.ref = weakref.ref(instance, on_death)
         self.attr = attr
         self.given = given  # what we put there; a different object means the program overwrote it
 
@@ -391,7 +391,7 @@ class _DefaultLocation(_Location):
         return index if 0 <= index < len(defaults) else None
 
     def alive(self) -> bool:
-        return bool(self.functions()) or self.stale
+        return True  # functions are held weakly; finding them (gc) waits until a read or write
 
     def read(self) -> Any:
         for func in self.functions():
@@ -489,6 +489,10 @@ class ParamRecord:
         self.version = 0      # the patch version that last set it (0: as declared)
         self.patched = False  # set() ran: later declarations return the set value
         self.locations: list[_Location] = []
+        # Instance attributes: id(instance) -> its location. A dict, so that
+        # declaring on the 100,000th instance costs what it did on the first;
+        # an entry leaves when its instance dies (weak reference callback).
+        self.instances: dict[int, _InstanceAttrLocation] = {}
         # For kind "source": what a new body must keep (see protocol.source_rules).
         self.func_id: int | None = None
         self.signature: str | None = None
@@ -530,7 +534,8 @@ class ParamRecord:
         with registry.lock:
             new = coerce_value(self.value, value, name=self.name)
             new = unshared_copy(new)
-            live = [loc for loc in self.locations if loc.alive()]
+            self.locations = [loc for loc in self.locations if loc.alive()]
+            live = self.locations + list(self.instances.values())
             undo: list[Callable[[], None]] = []
             try:
                 for location in live:
@@ -547,7 +552,6 @@ class ParamRecord:
                     except Exception:
                         pass  # best effort: the first error is the one to report
                 raise
-            self.locations = live
             self.value = new
             self.patched = True
             if version is not None:
@@ -653,23 +657,31 @@ class ParamRegistry:
         return [record.definition() for record in self.records()]
 
     def _add_location(self, record: ParamRecord, location: _Location) -> None:
-        for index, known in enumerate(record.locations):
+        if isinstance(location, _InstanceAttrLocation):
+            instance = location.ref()
+            if instance is not None:
+                record.instances[id(instance)] = location
+            self._index_attr(record, location.attr)
+            return
+        for known in record.locations:
             if known.same_place(location):
-                if isinstance(location, _InstanceAttrLocation):
-                    record.locations[index] = location
                 return
         record.locations = [loc for loc in record.locations if loc.alive()]
         record.locations.append(location)
         if isinstance(location, _GlobalLocation):
             self.by_global[(location.namespace.get("__name__", ""), location.name)] = record
-        elif isinstance(location, (_ClassAttrLocation, _InstanceAttrLocation, _UnreferenceableInstancesLocation)):
-            bucket = self.by_attr.setdefault(location.attr, [])
-            if record not in bucket:
-                bucket.append(record)
+        elif isinstance(location, (_ClassAttrLocation, _UnreferenceableInstancesLocation)):
+            self._index_attr(record, location.attr)
         elif isinstance(location, _DefaultLocation):
             module = location.namespace.get("__name__", "")
             self.by_default[(ids.function_id(module, location.func_qualname), location.arg)] = record
         self.generation += 1
+
+    def _index_attr(self, record: ParamRecord, attr: str) -> None:
+        bucket = self.by_attr.setdefault(attr, [])
+        if record not in bucket:
+            bucket.append(record)
+            self.generation += 1
 
     def _sync_marked_functions(self) -> None:
         marking = _marking()
@@ -1016,7 +1028,7 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
             if constraint is not None:
                 record.constraint = constraint
         if kind == KIND_INSTANCE_ATTR:
-            location = _instance_location(holder_obj, site.target, result)
+            location = _instance_location(record, holder_obj, site.target, result)
         if isinstance(location, _ClassAttrLocation):
             location.marker = result
         if isinstance(location, _DefaultLocation):
@@ -1076,9 +1088,10 @@ def _redeclared(record: ParamRecord, value: Any) -> Any:
     return record.value
 
 
-def _instance_location(instance: Any, attr: str, given: Any) -> _Location:
+def _instance_location(record: ParamRecord, instance: Any, attr: str, given: Any) -> _Location:
+    instances, key = record.instances, id(instance)
     try:
-        return _InstanceAttrLocation(instance, attr, given)
+        return _InstanceAttrLocation(instance, attr, given, on_death=lambda _ref: instances.pop(key, None))
     except TypeError:  # no weak references (__slots__ without __weakref__)
         return _UnreferenceableInstancesLocation(type(instance), attr, given)
 

@@ -135,6 +135,21 @@ def test_instances_are_tracked_without_being_kept_alive(load):
     registry.get("Holder.value").set("no instance to update")  # must not fail
 
 
+def test_the_tracking_of_instances_shrinks_when_they_die(load):
+    mod = load("""
+        from tracer import param
+        class Session:
+            def __init__(self):
+                self.token = param("session token")
+    """)
+    sessions = [mod.Session() for _ in range(1000)]
+    record = registry.get("Session.token")
+    assert len(record.instances) == 1000
+    del sessions
+    gc.collect()
+    assert len(record.instances) == 0
+
+
 def test_instances_without_weakref_support_are_patched_through_gc(load):
     mod = load("""
         from tracer import param
