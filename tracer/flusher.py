@@ -1,13 +1,17 @@
-"""The background thread that moves trace records from the program to the daemon.
+"""The background threads that move trace records from the program to the daemon.
 
 Every `interval` seconds, and whenever someone calls `flush()`, the flusher
+thread
 
 1. drains the per-thread buffers the hooks appended to (`drain()`),
 2. turns the raw records into wire events (`convert(records)`, the
    provenance resolver: this is where values are summarised, off the hot path),
 3. queues the definitions those events need that the daemon has not been told
    yet (functions, sites, parameters), then the events as `EventBatch`es,
-4. sends the queue in order through the transport.
+
+and a second thread, the sender, sends the queue in order through the
+transport. Two threads so that a daemon that reads slowly only ever blocks
+the sender: the flusher keeps emptying the program's buffers meanwhile.
 
 Memory is bounded at every stage: the hooks' buffers by their own capacity
 (when full they call the overflow handler, `backpressure()`, which blocks the
@@ -149,7 +153,7 @@ class FlusherStats:
 
 
 class Flusher:
-    """Drains, converts and sends trace records on a daemon thread.
+    """Drains and converts trace records on one daemon thread, sends them on another.
 
     `drain()` returns the raw records appended since the last call, as
     `buffers.drain()` does: a list of (thread ident, records);
@@ -214,12 +218,7 @@ class Flusher:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start the flusher thread (drain and convert) and the sender thread.
-
-        Two threads so that a daemon that reads slowly only ever blocks the
-        sender: the flusher keeps draining the program's buffers into the
-        bounded queue, and what does not fit is dropped and counted there.
-        """
+        """Start the flusher thread (drain and convert) and the sender thread."""
         self._thread = threading.Thread(target=self._run, name="trace-live-flusher", daemon=True)
         self._sender = threading.Thread(target=self._run_sender, name="trace-live-sender", daemon=True)
         self._thread.start()

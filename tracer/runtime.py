@@ -28,16 +28,15 @@ import atexit
 import os
 import sys
 import threading
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Final, Protocol
 
 from protocol import messages as m
 from protocol.handshake import client_hello
 
 from tracer import buffers
-from tracer.errors import NotConnected, TracerError
+from tracer.errors import NotConnected
 from tracer.flusher import (
     DEFAULT_INTERVAL,
     DEFAULT_MAX_EPISODE_RECORDS,
@@ -157,7 +156,8 @@ class Runtime:
         self._patches = threading.Condition()
         self._outcomes: dict[int, _PatchOutcome] = {}
         self._patch_listeners: list[Callable[[m.Patch, list[m.PatchResult]], None]] = []
-        self.applied_version = 0
+        self.applied_version = 0        # the parameter version live in this process
+        self._highest_handled = 0       # the newest patch handled, applied or not
         self.patches_applied = 0
         self._stopped = False
 
@@ -303,8 +303,10 @@ class Runtime:
             self._outcomes[patch.version] = _PatchOutcome(patch.version, results, patch.request_id)
             while len(self._outcomes) > _PATCH_HISTORY:
                 del self._outcomes[min(self._outcomes)]
-            self.applied_version = max(self.applied_version, patch.version)
-            self.patches_applied += 1
+            self._highest_handled = max(self._highest_handled, patch.version)
+            if all(result.ok for result in results):  # the patcher rolls back a patch that fails
+                self.applied_version = max(self.applied_version, patch.version)
+                self.patches_applied += 1
             self._patches.notify_all()
         for listener in list(self._patch_listeners):
             try:
@@ -315,7 +317,7 @@ class Runtime:
     def wait_for_version(self, version: int, timeout: float) -> list[m.PatchResult] | None:
         """Wait until the patch `version` was handled here; return its per-item results (None on timeout)."""
         with self._patches:
-            self._patches.wait_for(lambda: version in self._outcomes or self.applied_version >= version, timeout)
+            self._patches.wait_for(lambda: version in self._outcomes or self._highest_handled >= version, timeout)
             outcome = self._outcomes.get(version)
         return outcome.results if outcome is not None else None
 

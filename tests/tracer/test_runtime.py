@@ -444,3 +444,22 @@ def test_when_autostart_fails_one_line_says_why(workdir, sock_path):
     assert "starting one failed" in line
     assert done.stderr.count("\n") == 1
     assert reports["connected"] is False
+
+
+def test_a_patch_that_failed_does_not_count_as_the_applied_version(server, workdir, sock_path):
+    program = Program(workdir, sock_path, """
+        import tracer
+        LIMIT = tracer.param(10, name="limit")
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        runtime.wait_for_patch(8, timeout=10)
+        report(applied=runtime.applied_version(), patches=runtime.stats().patches_applied)
+    """)
+    process = program.start()
+    try:
+        assert process.stdout.readline() == "ready\n"
+        server.send_to_all(m.Patch(version=7, items=[m.PatchItem(name="limit", kind="value", value=11)]))
+        server.send_to_all(m.Patch(version=8, items=[m.PatchItem(name="limit", kind="value", value="nan?")]))
+        process.wait(20)
+    finally:
+        process.kill()
+    assert program.reports()["applied"] == 7 and program.reports()["patches"] == 1
