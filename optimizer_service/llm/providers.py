@@ -106,8 +106,8 @@ class OpenAIProvider:
             self._client = openai.OpenAI(api_key=config.api_key, base_url=config.base_url,
                                          timeout=config.timeout_s, max_retries=0)
         except openai.OpenAIError as exc:
-            raise LLMConfigError(f"cannot create the OpenAI client: {exc}. Set OPENAI_API_KEY (and "
-                                 f"OPENAI_BASE_URL for an OpenAI-compatible server)") from None
+            raise LLMConfigError(f"cannot create the OpenAI client: {str(exc).rstrip('.')}. Set OPENAI_API_KEY "
+                                 f"(and OPENAI_BASE_URL for an OpenAI-compatible server)") from None
         # Models whose endpoint refused response_format: do not ask again.
         self._no_json_mode: set[str] = set()
         self._lock = threading.Lock()
@@ -174,6 +174,11 @@ class AnthropicProvider:
         try:
             response = self._client.messages.create(model=config.model, messages=chat,
                                                     timeout=config.timeout_s, **params)
+        except TypeError as exc:
+            # The SDK resolves credentials lazily and reports none found as a TypeError.
+            if "authentication" in str(exc).lower():
+                raise LLMConfigError(f"no Anthropic credentials: {exc}. Set ANTHROPIC_API_KEY") from None
+            raise _classify(exc, self._sdk, config) from None
         except Exception as exc:  # noqa: BLE001 - every SDK failure is classified
             raise _classify(exc, self._sdk, config) from None
         text = "".join(getattr(block, "text", "") for block in response.content

@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from optimizer_service.llm import (BudgetExhausted, LLMAuthError, LLMCacheMiss, LLMModelNotFound, LLMStore,
-                                   LLMUnavailable, session_totals)
+from optimizer_service.llm import (BudgetExhausted, LLMAuthError, LLMCacheMiss, LLMClient, LLMConfigError,
+                                   LLMModelNotFound, LLMStore, LLMUnavailable, llm_config_from, session_totals)
 from optimizer_service.step_types import LLMError
 from tests.support.fake_llm import Reply
 
@@ -203,3 +203,13 @@ def test_store_schema_is_created_once_and_reopened(db_path):
     LLMStore.open(db_path)
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT version FROM schema_versions WHERE component = 'llm'").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("provider, key_var", [("openai", "OPENAI_API_KEY"), ("anthropic", "ANTHROPIC_API_KEY")])
+def test_missing_api_key_fails_with_what_to_set_and_no_request(fake_llm, provider, key_var):
+    url_var = "OPENAI_BASE_URL" if provider == "openai" else "ANTHROPIC_BASE_URL"
+    url = fake_llm.openai_base_url if provider == "openai" else fake_llm.anthropic_base_url
+    client = LLMClient(llm_config_from(provider, env={url_var: url}))
+    with pytest.raises(LLMConfigError, match=key_var):
+        client.complete(MESSAGES, session="s")
+    assert fake_llm.request_count == 0

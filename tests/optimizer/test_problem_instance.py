@@ -396,3 +396,15 @@ def test_op_site_lines_name_each_operand(text, inputs, expected):
     out = g.op("", text, nodes, "result")
     problem = g.step_input(feedback={out: "ok"}, params=[])
     assert sections(instance_of(problem))["Code"] == [expected]
+
+
+def test_feedback_whose_graph_is_gone_still_shows_variables_and_feedback():
+    # After a daemon restart the episode's graph is lost; the daemon passes
+    # every trainable parameter and the pending feedback.
+    g = TraceGraph()
+    problem = g.step_input(feedback={("v", 1, 999): "Still too small."},
+                           params=[ParamState("app:x", "float", 2.0)])
+    parts = sections(instance_of(problem))
+    assert parts["Variables"] == ["(float) x=2.0"]
+    assert parts["Feedback"] == ["Still too small."]
+    assert "Code" in parts and parts["Code"] == []
