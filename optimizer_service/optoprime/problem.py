@@ -176,8 +176,8 @@ def analyse(problem: StepInput) -> ProblemGraph:
                         name_root(value_key, [str(arg) if isinstance(arg, str) else f"{base}_arg{position}"])
                 name = values[value_key].name
                 input_keys.append(value_key)
-            if attrs.get("kind") == "call" and param and arg == param and signature_names is not None \
-                    and arg not in signature_names:
+            if attrs.get("kind") == "call" and param and arg == param and \
+                    (arg not in signature_names if signature_names is not None else not str(arg).isidentifier()):
                 reads.append(name)      # a parameter read inside the body, not an argument
             else:
                 arg_names.append((arg, name))
