@@ -126,7 +126,7 @@ def _rollback(args: argparse.Namespace, locations: Any) -> int:
 def _export(args: argparse.Namespace, locations: Any) -> int:
     # Reads the database directly: works whether or not the daemon runs.
     try:
-        from optimizer_service.export import export_session
+        from optimizer_service.export import ExportError, export_session
     except ImportError:
         print("trace-daemon: export is not available in this installation (optimizer_service.export missing)",
               file=sys.stderr)
@@ -135,6 +135,9 @@ def _export(args: argparse.Namespace, locations: Any) -> int:
     store = Store(locations.database)
     try:
         _emit(export_session(store, args.session, args.format), args.output)
+    except ExportError as exc:
+        print(f"trace-daemon: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         store.close()
     return 0

@@ -114,3 +114,18 @@ def test_python_dash_m_and_console_script_are_the_same_cli(env):
     assert shutil.which(script)
     result = subprocess.run([script, "status"], env=env.environ(), capture_output=True, text=True, timeout=30)
     assert result.returncode == 3
+
+
+def test_export_writes_the_latest_parameters_even_after_the_daemon_stopped(env, daemon, tmp_path):
+    client = Client(env.socket, "x")
+    out = client.run_episode(1, "v0")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    client.step(suggest={"prompt": "v1"})
+    daemon.terminate()
+    daemon.wait(10)
+    target = tmp_path / "export.json"
+    result = env.cli("export", "x", "--format", "json", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "v1" in target.read_text()
+    unknown = env.cli("export", "nope")
+    assert unknown.returncode == 1 and "nope" in unknown.stderr
