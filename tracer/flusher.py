@@ -205,6 +205,7 @@ class Flusher:
         self._count_lock = threading.Lock()
         self._requested = 0          # flush tickets handed out
         self._completed = 0          # highest ticket a finished cycle has served
+        self._drained = 0            # highest ticket whose cycle has emptied the buffers
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._sender: threading.Thread | None = None
@@ -278,24 +279,29 @@ class Flusher:
                 return False
             self._queue_ready.set()
 
-    def _run_one_cycle(self, timeout: float) -> bool:
-        """Wake the flusher and wait until a cycle that started after this call has finished."""
+    def _run_one_cycle(self, timeout: float, *, until_drained: bool = False) -> bool:
+        """Wake the flusher and wait until a cycle that started after this call has
+        finished (or, with `until_drained`, has emptied the buffers)."""
         with self._progress:
             self._requested += 1
             ticket = self._requested
             self._wake.set()
+            if until_drained:
+                return self._progress.wait_for(lambda: self._drained >= ticket, timeout)
             return self._progress.wait_for(lambda: self._completed >= ticket, timeout)
 
     def backpressure(self, timeout: float = DEFAULT_BACKPRESSURE_WAIT) -> None:
-        """Overflow handler for the hooks: wake the flusher and wait (briefly) for one drain.
+        """Overflow handler for the hooks: wake the flusher and wait until it has emptied the buffers.
 
-        Called on the producing thread when its buffer is full; bounded by
-        `timeout`, so the program is slowed down by at most that much per
-        overflow, never hung. Never raises.
+        Called on the producing thread when its buffer is full. The wait ends
+        as soon as the buffers are drained (not converted), and after
+        `timeout` s at most: a flusher still busy converting earlier records
+        slows the program down by that much per overflow, never hangs it
+        (the buffer then drops what it holds, counted). Never raises.
         """
         try:
             if self.running and self._thread is not threading.current_thread():
-                self._run_one_cycle(timeout)
+                self._run_one_cycle(timeout, until_drained=True)
         except Exception:
             pass
 
@@ -329,11 +335,12 @@ class Flusher:
             with self._progress:
                 serving = self._requested
             try:
-                self._cycle()
+                self._cycle(serving)
             except Exception as exc:  # the flusher must survive its own bugs
                 self._note_error(exc)
             with self._progress:
                 self._completed = max(self._completed, serving)
+                self._drained = max(self._drained, serving)
                 self._progress.notify_all()
             if stopping:
                 return
@@ -344,9 +351,9 @@ class Flusher:
         except Exception as exc:
             self._note_error(exc)
 
-    def _cycle(self) -> None:
+    def _cycle(self, serving: int) -> None:
         with self.resolver_lock:
-            self._convert_pending_records()
+            self._convert_pending_records(lambda: self._mark_drained(serving))
             if self._episode_records > self.max_episode_records:
                 self._roll_locked()
                 self.stats.auto_rolled += 1
@@ -356,8 +363,14 @@ class Flusher:
         if self._queue:
             self._queue_ready.set()
 
-    def _convert_pending_records(self) -> None:
+    def _mark_drained(self, serving: int) -> None:
+        with self._progress:
+            self._drained = max(self._drained, serving)
+            self._progress.notify_all()
+
+    def _convert_pending_records(self, on_drained: Callable[[], None] = lambda: None) -> None:
         drained = self._drain()
+        on_drained()
         self._count_buffer_drops()
         records = sum(len(chunk) for _, chunk in drained)
         if not records:

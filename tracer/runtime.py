@@ -38,6 +38,7 @@ from protocol.handshake import client_hello
 from tracer import buffers
 from tracer.errors import NotConnected
 from tracer.flusher import (
+    DEFAULT_BACKPRESSURE_WAIT,
     DEFAULT_INTERVAL,
     DEFAULT_MAX_EPISODE_RECORDS,
     DEFAULT_MAX_PENDING_EVENTS,
@@ -82,6 +83,7 @@ class RuntimeConfig:
     max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS
     max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS
     buffer_limit: int | None = None     # records per thread before back-pressure (None: buffers' default)
+    backpressure_wait: float = DEFAULT_BACKPRESSURE_WAIT  # a full buffer waits this long for a drain, then drops
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "RuntimeConfig":
@@ -326,7 +328,7 @@ class Runtime:
 
     def _on_buffer_overflow(self, buffer: list) -> None:
         if self.flusher is not None:
-            self.flusher.backpressure()
+            self.flusher.backpressure(self.config.backpressure_wait)
 
     # -- fork --------------------------------------------------------------
 

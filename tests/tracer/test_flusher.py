@@ -361,3 +361,33 @@ def test_an_event_msgpack_cannot_carry_is_dropped_and_counted_without_blocking_t
     assert [e[1] for b in batches for e in b.events] == [1, 3]
     assert flusher.stats.dropped == 1 and sum(b.dropped for b in batches) == 1
     assert flusher.stats.internal_errors == 1
+
+
+def test_backpressure_releases_the_program_once_the_buffers_are_drained_not_converted(server, transport, make_flusher):
+    def slow(drained):
+        time.sleep(0.5)
+        return to_events(drained)
+
+    flusher = make_flusher(convert=slow, interval=5.0)
+    record_calls(10)
+    started = time.monotonic()
+    flusher.backpressure(timeout=2.0)
+    assert time.monotonic() - started < 0.3
+    assert buffers.pending() == 0
+
+
+def test_backpressure_gives_up_after_its_timeout_when_the_flusher_is_busy(server, transport, make_flusher):
+    release = threading.Event()
+
+    def stuck(drained):
+        release.wait(5)
+        return to_events(drained)
+
+    flusher = make_flusher(convert=stuck, interval=5.0)
+    record_calls(1)
+    flusher.backpressure(timeout=1.0)  # the flusher drains, then sticks in convert
+    record_calls(1, start=2)
+    started = time.monotonic()
+    flusher.backpressure(timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 0.6
+    release.set()
