@@ -408,6 +408,50 @@ def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
     return count
 
 
+class _FunctionInNamespace:
+    """A `MarkedFunction.func` for a function that does not exist yet: finds it by qualname when asked.
+
+    Used for `__main__`, whose body is the whole program: its marked
+    functions must be reachable (e.g. by the patcher, for trainable ones)
+    while the body still runs, long before "after exec". Lookups are a few
+    dict reads; once found, the function is held weakly like any other.
+    """
+
+    __slots__ = ("namespace", "qualname", "_ref")
+
+    def __init__(self, namespace: dict, qualname: str):
+        self.namespace = namespace
+        self.qualname = qualname
+        self._ref: Any = None
+
+    def __call__(self) -> types.FunctionType | None:
+        if self._ref is not None:
+            func = self._ref()
+            if func is not None:
+                return func
+        for func in _functions_named(self.namespace, self.qualname):
+            self._ref = weakref.ref(func)
+            return func
+        return None
+
+
+def bind_when_defined(namespace: dict, module_name: str, marked) -> None:
+    """Register the marked functions of a module whose body is about to run so they resolve as soon as they exist."""
+    if not marked:
+        return
+    from tracer import marking
+    from tracer.ids import function_id
+
+    granularity = marking.get_granularity()
+    for qualname, trainable, _sites, _argnames in marked:
+        if "<locals>" in qualname:
+            continue
+        marking.registry.add(marking.MarkedFunction(
+            function_id(module_name, qualname), module_name, qualname,
+            _FunctionInNamespace(namespace, qualname), trainable, granularity,
+        ))
+
+
 def register_config_params(namespace: dict, specs) -> int:
     """Declare the `--param MOD:NAME` / `MOD:Class.attr` specs found in `namespace` as parameters; return how many.
 
@@ -677,6 +721,7 @@ __all__ = [
     "TraceLoader",
     "TracingDisabledWarning",
     "cache_location",
+    "bind_when_defined",
     "call_on_first_use",
     "install",
     "installed_finder",

@@ -102,6 +102,7 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
     code, marked, _failed = import_hook.instrument_module_code(code, marks, "__main__", config.granularity)
     if marked:
         import_hook._install_hook_globals(main.__dict__)
+        import_hook.bind_when_defined(main.__dict__, "__main__", marked)
     param_specs = config.params_for(*module_names)
     try:
         _exec_program(code, main.__dict__, marked, param_specs)

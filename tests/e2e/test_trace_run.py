@@ -218,6 +218,24 @@ def test_marked_main_functions_are_instrumented_before_the_script_runs(program_d
     assert result.stdout == "True False 2 0\n"
 
 
+def test_marked_main_functions_are_known_to_the_registry_while_the_script_runs(program_dir, tmp_path):
+    write(program_dir, "live.py", """
+        from tracer import ids, marking
+
+        def answer(q):
+            return q.upper()
+
+        entry = marking.registry[ids.function_id("__main__", "answer")]
+        print(entry.trainable, entry.function() is answer, answer("ok"))
+        from tracer import params
+        source = params.registry.get("live.answer")  # what the patcher swaps new code into
+        print(source.kind, source.function() is answer)
+    """)
+    result = trace_run(["--trainable", "__main__:answer", "live.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True True OK\nsource True\n"
+
+
 def test_imported_modules_are_instrumented_by_target(program_dir, tmp_path):
     write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
     write(program_dir, "uses_lib.py", """
