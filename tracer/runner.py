@@ -50,6 +50,7 @@ def run_path(path: str, args: list[str], config: TraceConfig) -> int:
 def run_module(module_name: str, args: list[str], config: TraceConfig) -> int:
     """Run `module_name` like `python -m module_name` (packages run their `__main__`); return the exit status."""
     _set_path0(os.getcwd())
+    sys.argv = ["-m", *args]  # what `python -m` shows while the module's parent packages import
     try:
         spec = importlib.util.find_spec(module_name)
         if spec is not None and spec.submodule_search_locations is not None:
