@@ -865,68 +865,165 @@ def _analyse_site(code: CodeType, lasti: int) -> _Site:
     return site
 
 
+class _Sym:
+    """One stack item in the site scan: who produced it, and whether it holds param()'s result.
+
+    kind: "ours" (the result, or a hook's pass-through of it), "defaults" /
+    "kwdefaults" (a container that holds it, on its way to MAKE_FUNCTION),
+    "func" (3.13: a function made from `info`), "other", "unknown".
+    """
+
+    __slots__ = ("kind", "instr", "info")
+
+    def __init__(self, kind: str, instr: dis.Instruction | None = None, info: Any = None):
+        self.kind, self.instr, self.info = kind, instr, info
+
+
+_TRACKED = ("ours", "defaults", "kwdefaults")
+_STACK_BELOW = 64  # unknown items assumed under the call's result (hooks reach below it with COPY/SWAP)
+
+
 def _scan(code: CodeType, lasti: int) -> _Site:
+    """Simulate the stack after the call, symbolically, until param()'s result is consumed.
+
+    Straight-line code only (a jump ends the scan). Instructions the scan
+    does not know end it too: the result is then a "value" parameter, never a
+    guess. Calls to the rewriter's `@trace_*` hooks pass their argument
+    through (op mode routes results through them).
+    """
     following = _instructions_after_call(code, lasti)
     if following is None:
         return _Site(KIND_VALUE)
-    above = 0          # stack items above the tracked one
-    tracked = "value"  # "value", then "defaults" tuple or "kwdefaults" map that holds it
-    slot: int | str = 0
-    last_code: CodeType | None = None
-    consts: list[Any] = []
-    previous: dis.Instruction | None = None
+    stack = [_Sym("unknown") for _ in range(_STACK_BELOW)] + [_Sym("ours")]
     for instr in following:
+        op = instr.opname
         if instr.opcode in dis.hasjrel or instr.opcode in dis.hasjabs:
-            break  # control flow: the stack shape is no longer a straight line
-        if instr.opname in ("ROT_TWO", "ROT_THREE", "ROT_FOUR", "ROT_N", "SWAP"):
-            break
-        pops = _pops(instr)
-        if pops is None:
-            break
-        if instr.opname == "LOAD_CONST":
-            consts.append(instr.argval)
-            if isinstance(instr.argval, CodeType):
-                last_code = instr.argval
-        if pops > above:  # this instruction consumes the tracked item
-            position = pops - 1 - above  # index among the popped items, bottom first
-            op = instr.opname
-            if tracked == "value":
-                if op in ("STORE_NAME", "STORE_GLOBAL") and above == 0:
-                    kind = "global" if op == "STORE_GLOBAL" or code.co_name == "<module>" else "class_attr"
-                    if op == "STORE_NAME" and code.co_flags & 0x0001:  # CO_OPTIMIZED: not a namespace
-                        kind = "local"
-                    return _Site(kind, instr.argval)
-                if op in ("STORE_FAST", "STORE_DEREF") and above == 0:
-                    return _Site("local", instr.argval)
-                if op == "STORE_ATTR" and above == 1 and previous is not None and previous.opname in _SIMPLE_HOLDERS:
-                    holder = f"{_SIMPLE_HOLDERS[previous.opname]}:{_load_name(previous)}"
-                    return _Site("attr", instr.argval, holder=holder)
-                if op == "BUILD_TUPLE":
-                    tracked, slot = "defaults", (position, instr.arg)
-                elif op == "BUILD_CONST_KEY_MAP" and consts and isinstance(consts[-1], tuple) and position < instr.arg:
-                    tracked, slot = "kwdefaults", consts[-1][position]
-                else:
-                    break
-                above = 0
-            elif op == "MAKE_FUNCTION" or op == "SET_FUNCTION_ATTRIBUTE":
-                role = _function_slot(instr, position)
-                if role != tracked or last_code is None:
-                    break
-                qualname = getattr(last_code, "co_qualname", None)
-                if qualname is None:  # 3.10: the qualname is the constant loaded just before
-                    qualname = consts[-1] if consts and isinstance(consts[-1], str) else last_code.co_name
-                if tracked == "defaults":
-                    index, count = slot  # type: ignore[misc]
-                    names = last_code.co_varnames[: last_code.co_argcount]
-                    arg = names[len(names) - count + index]
-                    return _Site("default", arg, code=last_code, func_qualname=qualname)
-                return _Site("default", str(slot), code=last_code, func_qualname=qualname, keyword_only=True)
-            else:
+            break  # control flow: the stack is no longer a straight line
+        if op in _NOPS:
+            continue
+        if not _shuffle(stack, instr):
+            pops = _pops(instr)
+            if pops is None or pops > len(stack) - 1:
                 break
-        else:
-            above += _pushes(instr, pops) - pops
-        previous = instr
+            popped = stack[len(stack) - pops:] if pops else []
+            del stack[len(stack) - pops:]
+            pushed, site = _consume(code, instr, popped)
+            if site is not None:
+                return site
+            if pushed is None:
+                break  # the result went somewhere the scan does not follow
+            stack.extend(pushed)
+        if not any(sym.kind in _TRACKED for sym in stack):
+            break
     return _Site(KIND_VALUE)
+
+
+def _shuffle(stack: list[_Sym], instr: dis.Instruction) -> bool:
+    """Apply a stack-shuffling instruction (SWAP, COPY, ROT_*, DUP_*); False if `instr` is not one."""
+    op, arg = instr.opname, instr.arg or 0
+    if op in ("SWAP", "ROT_TWO", "ROT_THREE", "ROT_FOUR", "ROT_N"):
+        depth = {"ROT_TWO": 2, "ROT_THREE": 3, "ROT_FOUR": 4}.get(op, arg)
+        if op == "SWAP":
+            stack[-1], stack[-depth] = stack[-depth], stack[-1]
+        else:  # ROT_*: the top item moves down to `depth`
+            stack.insert(len(stack) - depth + 1, stack.pop())
+        return True
+    if op in ("COPY", "DUP_TOP", "DUP_TOP_TWO"):
+        if op == "DUP_TOP_TWO":
+            stack.extend(stack[-2:])
+        else:
+            stack.append(stack[-(arg if op == "COPY" else 1)])
+        return True
+    return False
+
+
+def _consume(code: CodeType, instr: dis.Instruction, popped: list[_Sym]) -> tuple[list[_Sym] | None, _Site | None]:
+    """What `instr` pushes given the items it pops, or the site if it stores the result.
+
+    Returns (None, None) when the tracked result disappears into something
+    the scan does not follow.
+    """
+    op = instr.opname
+    pushes = _pushes(instr, len(popped))
+    mine = [i for i, sym in enumerate(popped) if sym.kind in _TRACKED]
+    if not mine:
+        info = instr.argval if op == "LOAD_CONST" else None
+        if op == "MAKE_FUNCTION":
+            info = next((s.instr.argval for s in popped if s.instr is not None and s.instr.opname == "LOAD_CONST"
+                         and isinstance(s.instr.argval, CodeType)), None)
+        if op == "SET_FUNCTION_ATTRIBUTE" and popped and popped[-1].kind == "func":
+            return [popped[-1]], None  # 3.13: the same function, one more attribute set
+        kind = "func" if op == "MAKE_FUNCTION" else "other"
+        return [_Sym(kind, instr, info) for _ in range(pushes)], None
+    ours = popped[mine[0]]
+    if op in _CALLS and _is_hook_call(popped):
+        return [ours] + [_Sym("other", instr) for _ in range(pushes - 1)], None  # a hook passing it through
+    if op == "POP_TOP":
+        return [], None  # a copy dropped; the scan stops when no copy is left
+    if ours.kind == "ours":
+        position = mine[0]
+        if op == "BUILD_TUPLE":
+            return [_Sym("defaults", instr, (position, instr.arg))], None
+        if op == "BUILD_CONST_KEY_MAP":
+            keys = popped[-1].instr
+            if keys is not None and keys.opname == "LOAD_CONST" and isinstance(keys.argval, tuple) \
+                    and position < len(keys.argval):
+                return [_Sym("kwdefaults", instr, keys.argval[position])], None
+            return None, None
+        return None, _store_site(code, instr, popped, position)
+    return None, _function_site(instr, popped, mine[0], ours)
+
+
+def _is_hook_call(popped: list[_Sym]) -> bool:
+    for sym in popped[:2]:  # the callable is first, or second after a NULL / before self
+        instr = sym.instr
+        if instr is not None and instr.opname in ("LOAD_GLOBAL", "LOAD_NAME") and _load_name(instr).startswith("@trace_"):
+            return True
+    return False
+
+
+def _store_site(code: CodeType, instr: dis.Instruction, popped: list[_Sym], position: int) -> _Site | None:
+    op = instr.opname
+    if op in ("STORE_NAME", "STORE_GLOBAL"):
+        kind = "global" if op == "STORE_GLOBAL" or code.co_name == "<module>" else "class_attr"
+        if op == "STORE_NAME" and code.co_flags & 0x0001:  # CO_OPTIMIZED: a function, not a namespace
+            kind = "local"
+        return _Site(kind, instr.argval)
+    if op in ("STORE_FAST", "STORE_DEREF"):
+        return _Site("local", instr.argval)
+    if op == "STORE_ATTR" and position == 0:
+        holder = popped[1].instr
+        if holder is not None and holder.opname in _SIMPLE_HOLDERS:
+            return _Site("attr", instr.argval, holder=f"{_SIMPLE_HOLDERS[holder.opname]}:{_load_name(holder)}")
+        return None
+    return None
+
+
+def _function_site(instr: dis.Instruction, popped: list[_Sym], position: int, container: _Sym) -> _Site | None:
+    """The default-argument site when a defaults container reaches MAKE_FUNCTION / SET_FUNCTION_ATTRIBUTE."""
+    op = instr.opname
+    if op not in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE"):
+        return None
+    if _function_slot(instr, position) != container.kind:
+        return None
+    code_obj: CodeType | None = None
+    qualname: str | None = None
+    for sym in popped:
+        if sym.kind == "func":
+            code_obj = sym.info
+        elif sym.instr is not None and sym.instr.opname == "LOAD_CONST":
+            if isinstance(sym.instr.argval, CodeType):
+                code_obj = sym.instr.argval
+            elif isinstance(sym.instr.argval, str):
+                qualname = sym.instr.argval  # 3.10 passes the qualname as a constant
+    if code_obj is None:
+        return None
+    qualname = getattr(code_obj, "co_qualname", None) or qualname or code_obj.co_name
+    if container.kind == "defaults":
+        index, count = container.info
+        names = code_obj.co_varnames[: code_obj.co_argcount]
+        return _Site("default", names[len(names) - count + index], code=code_obj, func_qualname=qualname)
+    return _Site("default", str(container.info), code=code_obj, func_qualname=qualname, keyword_only=True)
 
 
 def _load_name(instr: dis.Instruction) -> str:

@@ -241,6 +241,36 @@ def test_a_store_to_a_computed_object_is_not_guessed(load):
     assert mod.holders[0].content == "in a box"
 
 
+@pytest.mark.parametrize("granularity", ["call", "op"])
+def test_places_are_found_inside_marked_functions_whatever_the_granularity(load, granularity):
+    mod = load(f"""
+        import tracer
+        class Planner:
+            @tracer.bundle(granularity="{granularity}")
+            def __init__(self):
+                self.goal = tracer.param("plan the trip")
+        @tracer.bundle(granularity="{granularity}")
+        def plan(step):
+            hint = tracer.param("think first")
+            return hint + step
+    """)
+    planner = mod.Planner()
+    assert mod.plan("!") == "think first!"
+    assert registry.get("Planner.goal").kind == "instance_attr"
+    assert registry.get("plan.hint").kind == "value"
+    registry.get("Planner.goal").set("plan the budget")
+    assert planner.goal == "plan the budget"
+
+
+def test_a_value_inside_a_tuple_is_not_taken_for_the_assigned_name(load):
+    mod = load("""
+        from tracer import param
+        PAIR = (param("left side"), "right")
+    """)
+    assert registry.by_global.get((mod.__name__, "PAIR")) is None
+    assert mod.PAIR == ("left side", "right")
+
+
 def test_strings_and_numbers_come_back_equal_but_unshared():
     for value in ("hello world", 10**20, 2.5, (1, 2), b"ab", frozenset({1})):
         copy = unshared_copy(value)
