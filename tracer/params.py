@@ -8,10 +8,12 @@
     def answer(q, retries=tracer.param(2)): ...         # default argument
 
 `param(value)` returns the plain value and records where it is stored. The
-place is read from the caller's bytecode at the call site: the instruction
-that consumes the call's result (`STORE_NAME`, `STORE_GLOBAL`, `STORE_ATTR`
-on a plainly loaded object, or a default tuple/dict handed to
-`MAKE_FUNCTION`). That is exact, never a guess by value equality. A result
+place is read from the caller's bytecode at the call site: a symbolic run of
+the straight-line code after the call finds the instruction that consumes
+its result (`STORE_NAME`, `STORE_GLOBAL`, `STORE_ATTR` on a plainly loaded
+object, or a default tuple/dict handed to `MAKE_FUNCTION`), seeing through
+the rewriter's `@trace_*` hooks. That is exact, never a guess by value
+equality. A result
 consumed any other way (a local variable, an argument, an expression) makes a
 parameter of kind ``value``: it lives only here, and every later `param()`
 call at that place returns its current value, so a patch still takes effect
@@ -34,6 +36,11 @@ parameters by name):
 
 Two places that derive the same name are one parameter (setting it sets
 both); pass `name=` to tell them apart.
+
+`ParamRecord.where` (sent as `ParamDef.where`) reads
+``"<kind> <module __name__>:<target> @ <file>:<line>"``, e.g.
+``"default app:Agent.run.retries @ /src/app.py:14"``; the export parses it
+(`optimizer_service.export.parse_where`).
 
 Identity: CPython shares some equal objects (small ints, interned strings),
 which would make identity-based provenance ambiguous. `param` returns an
@@ -58,7 +65,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from types import CodeType, FrameType, FunctionType, ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from tracer import ids
 

@@ -176,7 +176,6 @@ def rollback_to(version: int) -> list[m.PatchResult]:
 
 def replace_source(record: ParamRecord, source: str, *, version: int | None = None) -> None:
     """Swap new source into the function of a "source" parameter, or raise `PatchRejected`."""
-    global _version
     with params.registry.lock:
         number = version if version is not None else _version
         prepared = _prepare_source(record, source, number)

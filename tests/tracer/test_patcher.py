@@ -16,7 +16,7 @@ import pytest
 
 from protocol import messages as m
 from tracer import buffers, ids, patcher
-from tracer.params import register_source_param, registry
+from tracer.params import register_source_param
 
 REPO = Path(__file__).resolve().parents[2]
 _counter = itertools.count()
@@ -228,7 +228,7 @@ def test_a_traceback_through_new_code_shows_the_new_line(load):
     with pytest.raises(ZeroDivisionError) as info:
         mod.ratio(1, 0)
     text = "".join(traceback.format_exception(info.type, info.value, info.tb))
-    assert f'<trace-live patch v' in text and "return scaled // b" in text
+    assert '<trace-live patch v' in text and "return scaled // b" in text
 
 
 @pytest.mark.parametrize("new, reason", [
