@@ -21,8 +21,10 @@ Raw records (tuples, first item is the tag) consumed by
     ("ret",  op, value, t_ns)
     ("exc",  op, exception, traceback, t_ns)
     ("read", op, name, value)
-    ("op",   op, parent_op, site, opname, inputs, value)   (op mode, see below)
-    ("store", op, local_index, ref)                         (op mode)
+    ("op",   out_ref, op, site, opname, [input_ref or None, ...])   (op mode, see below)
+
+In op mode "call" carries one `Ref` per argument, "ret" a `Ref` of the
+returned value, and "read" a `Ref` of the parameter's value.
 """
 from __future__ import annotations
 
@@ -269,32 +271,49 @@ def _params_registry():
 
 # --- op mode ---------------------------------------------------------------
 #
-# In op mode a frame's token carries a `FrameState`: for each local slot and
-# each op site, the record (a "ref": a small list that the resolver later
-# fills with a node id) of the value currently held there. The rewriter
-# tells each hook statically where every operand comes from (an "input
-# spec"), so provenance never depends on object identity.
+# In op mode a frame's token carries a `FrameState`: for each local variable
+# and each op site, the `Ref` of the value currently held there. A Ref is a
+# small mutable record the resolver later fills with the value's node id.
+# The rewriter tells each hook statically where every operand came from (a
+# "spec" entry per operand), so provenance never depends on object identity:
+#
+#   ("c", value)   a constant of the code      ("l", name)  a local variable
+#   ("s", site)    the result of op `site`     ("?",)       untracked (a fresh node)
+
+
+class Ref:
+    """A value and (once the resolver saw it) its node id."""
+
+    __slots__ = ("node", "value")
+
+    def __init__(self, value: Any, node: Optional[int] = None) -> None:
+        self.node = node
+        self.value = value
 
 
 class FrameState:
-    """Shadow provenance of one op-mode frame: local -> ref, site -> ref of its last result."""
+    """Shadow provenance of one op-mode frame."""
 
-    __slots__ = ("locals", "sites")
+    __slots__ = ("locals", "sites", "pending", "last_ret", "last_ret_value", "last_capture")
 
     def __init__(self) -> None:
         self.locals: dict = {}
         self.sites: dict = {}
+        self.pending: dict = {}
+        self.last_capture: Optional[tuple] = None
+        self.last_ret: Optional[Ref] = None
+        self.last_ret_value: Any = None
 
 
-_CLIP = 256  # longer str/bytes are recorded as a clipped copy (see `_keep`)
+_CLIP = 256  # longer str/bytes are kept as a clipped copy (see `Clipped`)
 
 
 class Clipped:
-    """A long str/bytes recorded by copy of its head, so the hook holds no reference.
+    """A long str/bytes recorded by a copy of its head, so no hook holds a reference.
 
     Holding a reference to a string being built with `s += x` would defeat
     CPython's in-place concatenation and make the loop quadratic (see
-    bytecode-pitfalls.md); a clipped copy keeps the record O(1).
+    bytecode-pitfalls.md); a clipped copy keeps each record O(1).
     """
 
     __slots__ = ("head", "length", "type_name")
@@ -312,110 +331,270 @@ def _keep(value):
     return value
 
 
-def op_enter(func_id: int, *args: Any) -> Optional[list]:
-    """Like `enter`, and gives the frame a shadow state with the arguments' refs."""
-    tok = enter(func_id, *args)
-    if tok is not None:
-        state = FrameState()
-        # argument i is input i of the call: ref ("arg", op, i) resolved by the resolver
-        op = tok[0]
-        for i in range(len(args)):
-            state.locals[i] = ("arg", op, i)
-        tok[2] = state
-    return tok
+def _same(ref: Ref, value: Any) -> bool:
+    kept = ref.value
+    return kept is value or (type(kept) is Clipped and type(value) in (str, bytes) and len(value) == kept.length)
 
 
-def op_nested_enter() -> Optional[list]:
-    """A comprehension / generator expression of a marked op-mode function starts.
+def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Optional[Ref]:
+    kind = entry[0]
+    if kind == "l":
+        ref = state.locals.get(entry[1])
+        if ref is not None and (not has_value or _same(ref, value)):
+            return ref
+    elif kind == "s":
+        ref = state.sites.get(entry[1])
+        if ref is not None and (not has_value or _same(ref, value)):
+            return ref
+    elif kind == "c":
+        return Ref(_keep(entry[1]))
+    return Ref(_keep(value)) if has_value else None
 
-    It is not a call of its own: its operations belong to the enclosing
-    marked call, so it gets a token with that call's op and a fresh state.
-    """
+
+def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
+    """Like `enter`, and gives the frame a shadow state with one Ref per argument."""
     if not _enabled:
         return None
     try:
-        parent = _current.get()
-        if parent is None:
-            return None
-        buf = _buffer()
+        try:
+            buf = _tls.buf
+        except AttributeError:
+            buf = _new_thread_buffer()
         if buf is None:
             return None
-        tok = [parent[0], parent, FrameState(), True]
+        parent = _current.get()
+        op = _next_op()
+        state = FrameState()
+        from_caller = _caller_refs(parent, args)
+        refs = tuple(r if r is not None else Ref(_keep(a)) for r, a in zip(from_caller, args))
+        for name, ref in zip(names, refs):
+            state.locals[name] = ref
+        tok = [op, parent, state]
+        _current.set(tok)
+        buf.append(("call", op, func_id, parent[0] if parent is not None else None,
+                    refs, _get_ident(), perf_counter_ns()))
+        if len(buf) > buffers._limit:
+            buffers.overflow(buf)
         return tok
     except BaseException:
         _count_error()
         return None
 
 
-def op_nested_leave(tok: Optional[list], value: Any) -> Any:
+def op_leave(tok: Optional[list], value: Any) -> Any:
+    """`leave` for op mode: the caller's post-call hook links to this return's node."""
+    if tok is not None:
+        try:
+            _restore_parent(tok)
+            buf = _buffer()
+            if buf is not None:
+                ref = Ref(_keep(value))
+                buf.append(("ret", tok[0], ref, perf_counter_ns()))
+                parent = tok[1]
+                if parent is not None and parent[2] is not None:
+                    parent[2].last_ret = ref
+                    parent[2].last_ret_value = value
+        except BaseException:
+            _count_error()
     return value
 
 
-def op(tok: Optional[list], value: Any, site: int, opname: str, spec: tuple, *operands: Any) -> Any:
-    """One traced operation produced `value` (passed through).
+def op_nested_enter() -> Optional[list]:
+    """A comprehension / generator expression of an op-mode function starts.
 
-    `spec[i]` says where operand i came from: ("c",) a constant, ("l", slot)
-    a local, ("s", site) the last result of another site in this frame,
-    ("?",) somewhere untracked (a fresh input node), ("a", name) an
-    attribute base read by name. `operands` are the operand values that need
-    a fresh node (in order, one per "c"/"?" entry).
+    It is not a call of its own: its operations belong to the enclosing
+    marked call, so its token has that call's op and a fresh shadow state,
+    and it never becomes the current call.
+    """
+    if not _enabled:
+        return None
+    try:
+        parent = _current.get()
+        if parent is None or _buffer() is None:
+            return None
+        return [parent[0], None, FrameState()]
+    except BaseException:
+        _count_error()
+        return None
+
+
+def nested_pass(tok: Optional[list], value: Any) -> Any:
+    """Return / yield of nested op-mode code: nothing to record."""
+    return value
+
+
+def nested_fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
+    return None
+
+
+def nested_resume(tok: Optional[list]) -> None:
+    return None
+
+
+def _record_op(tok: list, state: FrameState, site: int, opname: str, inputs: list, value: Any) -> Ref:
+    out = Ref(_keep(value))
+    state.sites[site] = out
+    buf = _buffer()
+    if buf is not None:
+        buf.append(("op", out, tok[0], site, opname, inputs))
+        if len(buf) > buffers._limit:
+            buffers.overflow(buf)
+    return out
+
+
+def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -> Any:
+    """One traced operation: `values` are its operands then its result (returned)."""
+    result = values[-1]
+    if tok is None:
+        return result
+    try:
+        state = tok[2]
+        inputs = [_resolve(state, entry, values[i], True) for i, entry in enumerate(spec)]
+        _record_op(tok, state, site, opname, inputs, result)
+    except BaseException:
+        _count_error()
+    return result
+
+
+def op_packed(tok: Optional[list], packed: tuple, site: int, spec: tuple, opname: str) -> Any:
+    """`op` for 3.10, where operands and result come packed in one tuple."""
+    return op(tok, site, spec, opname, *packed)
+
+
+def op_result(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str) -> Any:
+    """A traced operation whose operand values were not captured (3.10 calls, long f-strings)."""
+    if tok is None:
+        return value
+    try:
+        state = tok[2]
+        inputs = [_resolve(state, entry, None, False) for entry in spec]
+        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
+    except BaseException:
+        _count_error()
+    return value
+
+
+def op_capture(tok: Optional[list], site: int, spec: Optional[tuple], *values: Any) -> None:
+    """Operand values of `site` taken before it runs (calls; untracked operands of `x = a op b`).
+
+    For a call (`spec` given), a marked callee picks the caller's Refs of
+    its arguments from here (see `_caller_refs`).
+    """
+    if tok is not None:
+        try:
+            state = tok[2]
+            state.pending[site] = values
+            if spec is not None:
+                state.last_capture = (spec, values)
+            state.last_ret = None
+            state.last_ret_value = None
+        except BaseException:
+            _count_error()
+
+
+def _caller_refs(parent: Optional[list], args: tuple) -> list:
+    """Refs of `args` in the calling op-mode frame, where identity picks exactly one argument."""
+    out: list = [None] * len(args)
+    if parent is None:
+        return out
+    state = parent[2]
+    if state is None:
+        return out
+    capture = state.last_capture
+    if capture is None:
+        return out
+    state.last_capture = None
+    spec, values = capture
+    for i, arg in enumerate(args):
+        matches = [j for j, v in enumerate(values) if v is arg]
+        if len(matches) == 1:
+            j = matches[0]
+            out[i] = _resolve(state, spec[j], arg, True)
+    return out
+
+
+def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str) -> Any:
+    """A call returned `value`; its arguments were captured by `op_capture`.
+
+    A call of a marked function is already a `call` event: its result is
+    linked to that call's `ret` instead of becoming an op of its own.
     """
     if tok is None:
         return value
     try:
         state = tok[2]
-        if state is None:
+        args = state.pending.pop(site, None)
+        ret = state.last_ret
+        if ret is not None and state.last_ret_value is value:
+            state.last_ret = None
+            state.last_ret_value = None
+            state.sites[site] = ret
             return value
-        buf = _buffer()
-        if buf is None:
-            return value
-        refs = []
-        j = 0
-        for entry in spec:
-            kind = entry[0]
-            if kind == "l":
-                refs.append(state.locals.get(entry[1]))
-                if refs[-1] is None:
-                    refs[-1] = ("val", _keep(operands[j]) if j < len(operands) else None)
-                j += 1
-            elif kind == "s":
-                refs.append(state.sites.get(entry[1]))
-                j += 1
-            else:
-                refs.append(("val", _keep(operands[j]) if j < len(operands) else None))
-                j += 1
-        ref = [None]  # filled with the output node id by the resolver
-        state.sites[site] = ref
-        buf.append(("op", ref, tok[0], site, opname, refs, _keep(value)))
-        if len(buf) > buffers._limit:
-            buffers.overflow(buf)
+        if args is None:
+            inputs = [_resolve(state, entry, None, False) for entry in spec]
+        else:
+            inputs = [_resolve(state, entry, args[i], True) for i, entry in enumerate(spec)]
+        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
     except BaseException:
         _count_error()
     return value
 
 
-def store(tok: Optional[list], value: Any, slot: Any, source: tuple) -> None:
-    """Local `slot` was just assigned `value`, which came from `source` (an input spec entry)."""
+def op_stored(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str, name: Optional[str]) -> None:
+    """`x = a op b` ran untouched (in-place concatenation stays possible); `value` is x now."""
     if tok is None:
         return
     try:
         state = tok[2]
-        if state is None:
-            return
-        kind = source[0]
-        if kind == "s":
-            ref = state.sites.get(source[1])
-        elif kind == "l":
-            ref = state.locals.get(source[1])
-        else:
-            ref = None
-        if ref is None:
-            # an untracked value: it becomes its own input node when used
-            state.locals.pop(slot, None)
-        else:
-            state.locals[slot] = ref
+        captured = state.pending.pop(site, ())
+        inputs = []
+        j = 0
+        for entry in spec:
+            if entry[0] == "?":
+                if j < len(captured):
+                    inputs.append(Ref(_keep(captured[j])))
+                j += 1
+            else:
+                ref = _resolve(state, entry, None, False)
+                if ref is not None:
+                    inputs.append(ref)
+        out = _record_op(tok, state, site, opname, inputs, value)
+        if name is not None:
+            state.locals[name] = out
     except BaseException:
         _count_error()
+
+
+def op_store(tok: Optional[list], value: Any, name: str, source: tuple) -> None:
+    """Local `name` was just assigned `value`, which came from `source` (a spec entry)."""
+    if tok is None:
+        return
+    try:
+        state = tok[2]
+        ref = _resolve(state, source, value, True)
+        state.locals[name] = ref
+    except BaseException:
+        _count_error()
+
+
+def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
+    """A global was loaded in op mode: a parameter read if it is one; its Ref becomes site's."""
+    if tok is None:
+        return value
+    try:
+        state = tok[2]
+        ref = Ref(_keep(value))
+        state.sites[site] = ref
+        params = _params_registry()
+        if params is not None:
+            rec = params.by_global.get(key)
+            if rec is not None and rec.get() is value:
+                buf = _buffer()
+                if buf is not None:
+                    buf.append(("read", tok[0], rec.name, ref))
+    except BaseException:
+        _count_error()
+    return value
 
 
 HOOK_GLOBALS: dict[str, Any] = {
@@ -428,7 +607,17 @@ HOOK_GLOBALS: dict[str, Any] = {
     "@trace_resume": resume,
     "@trace_read": read,
     "@trace_op_enter": op_enter,
+    "@trace_op_leave": op_leave,
     "@trace_op_nested_enter": op_nested_enter,
+    "@trace_nested_pass": nested_pass,
+    "@trace_nested_fail": nested_fail,
+    "@trace_nested_resume": nested_resume,
     "@trace_op": op,
-    "@trace_store": store,
+    "@trace_op_packed": op_packed,
+    "@trace_op_result": op_result,
+    "@trace_op_capture": op_capture,
+    "@trace_op_call": op_call,
+    "@trace_op_stored": op_stored,
+    "@trace_op_store": op_store,
+    "@trace_op_global": op_global,
 }

@@ -217,7 +217,11 @@ class Resolver:
             if func_id is None:
                 self.skipped += 1
                 return
-            node = self._output_node(value, events, func_id)
+            if type(value) is hooks.Ref:  # op mode
+                ref = value
+                node = ref.node = self._output_node(ref.value, events, func_id)
+            else:
+                node = self._output_node(value, events, func_id)
             events.append(["ret", op, node, t])
         elif tag == "exc":
             _, op, exc, tb, t = record
@@ -232,7 +236,10 @@ class Resolver:
             if op not in self._episode.ops:
                 self.skipped += 1
                 return
-            node = self._param_node(name, value, events)
+            if type(value) is hooks.Ref:  # op mode: the load site's Ref
+                node = value.node = self._param_node(name, value.value, events)
+            else:
+                node = self._param_node(name, value, events)
             events.append(["read", op, name, node])
         elif tag == "op":
             self._op(record, events)
@@ -253,12 +260,19 @@ class Resolver:
         inputs = []
         reads = []
         for name, value in zip(names, args):
+            ref = None
+            if type(value) is hooks.Ref:  # op mode: the argument's Ref in the callee's shadow
+                ref, value = value, value.value
             record_ = defaults.get(name) if defaults else None
             if record_ is not None and _current_value(record_) is value:
                 node = self._param_node(record_.name, value, events)
                 reads.append(["read", op, record_.name, node])
+            elif ref is not None and ref.node is not None:
+                node = ref.node  # op mode: the caller's own value node for this argument
             else:
                 node = self._input_node(value, events)
+            if ref is not None:
+                ref.node = node
             inputs.append([name, node])
         events.append(["call", op, func_id, parent, inputs, thread, t])
         events.extend(reads)
@@ -277,7 +291,7 @@ class Resolver:
         return node
 
     def _op(self, record: tuple, events: list) -> None:
-        _, ref, op, site, opname, refs, value = record
+        _, out, op, site, opname, refs = record
         ep = self._episode
         if op not in ep.ops:
             self.skipped += 1
@@ -286,28 +300,16 @@ class Resolver:
             self._sent_sites.add(site)
             self._pending_sites.append(site)
         inputs = []
-        for r in refs:
-            inputs.append(self._resolve_ref(r, op, events))
-        node = self._value_node(value, events)
-        ep.last_result[id(value)] = (node, value)
-        ref[0] = node
-        events.append(["op", self._next_op_id(), op, site, opname, inputs, node])
-
-    def _resolve_ref(self, r: Any, op: int, events: list) -> Optional[int]:
-        if r is None:
-            return None
-        if type(r) is list:  # the ref of an earlier op's output (filled when it was converted)
-            return r[0]
-        if type(r) is tuple:
-            kind = r[0]
-            if kind == "val":
-                return self._value_node(r[1], events)
-            if kind == "node":
-                return r[1]
-        return None
-
-    def _next_op_id(self) -> int:
-        return hooks._next_op()
+        for ref in refs:
+            if ref is None:
+                continue
+            if ref.node is None:
+                # untracked by the rewriter: a fresh node (identity-linked only where exact)
+                ref.node = self._input_node(ref.value, events)
+            inputs.append(ref.node)
+        node = out.node = self._value_node(out.value, events)
+        ep.last_result[id(out.value)] = (node, out.value)
+        events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
 
 
 def _argnames(func_id: int, n: int) -> list[str]:

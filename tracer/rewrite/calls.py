@@ -93,6 +93,13 @@ class CallInstrumenter:
         self.module = module
         self.trace_reads = trace_reads
         self.enter_hook = "@trace_enter"
+        self.leave_hook = "@trace_leave"
+        self.gen_leave_hook = "@trace_gen_leave"
+        self.fail_hook = "@trace_fail"
+        self.suspend_hook = "@trace_suspend"
+        self.pause_hook = "@trace_pause"
+        self.resume_hook = "@trace_resume"
+        self.skip: set[int] = set()  # indices of items an `edit` already emitted
 
     # -- helpers op mode overrides ------------------------------------------
     def entry_call(self, loc) -> list:
@@ -109,6 +116,13 @@ class CallInstrumenter:
         """Op-mode hook point: emit replacement for items[i] into `out`; True if handled."""
         return False
 
+    def analyse(self, items: list, start: int, depths: dict) -> None:
+        """Op-mode hook point: static analysis before rewriting."""
+
+    def prepare(self, items: list, start: int, depths: dict) -> list:
+        """Op-mode hook point: normalise the instruction list before rewriting."""
+        return items
+
     # -- the rewrite ----------------------------------------------------------
     def rewrite(self):
         bc = compat.bytecode_from_code(self.code)
@@ -122,9 +136,13 @@ class CallInstrumenter:
                     expanded.append(item)
             items = expanded
         start = _entry_index(items)
+        items = self.prepare(items, start, None)
         depths = depths_before(items, start)
+        self.depths = depths
+        self.items = items
+        self.analyse(items, start, depths)
         generator = is_generator_code(self.code)
-        leave_hook = "@trace_gen_leave" if generator else "@trace_leave"
+        leave_hook = self.gen_leave_hook if generator else self.leave_hook
         handler = Label()
         out: list = list(items[:start])
         entry_loc = _location_after(items, start)
@@ -165,6 +183,8 @@ class CallInstrumenter:
         for i in range(start, len(items)):
             if isinstance(items[i - 1], Instr) and i > start:
                 last_real = _last_real_index(out)
+            if i in self.skip:
+                continue
             item = items[i]
             depth = depths.get(i)
             if isinstance(item, TryBegin):
@@ -209,7 +229,7 @@ class CallInstrumenter:
                 if compat.HAS_EXCEPTION_TABLE:
                     nxt = _next_instr(items, i)
                     delegating = nxt is None or nxt.name != "RESUME" or compat.resume_kind(nxt) != 1
-                hook = "@trace_pause" if delegating else "@trace_suspend"
+                hook = self.pause_hook if delegating else self.suspend_hook
                 seq = compat.call_hook_with_token(hook, depth + 1, 1, loc)
                 # Put the hook right after the instruction that pushed the value,
                 # before any region boundary in between: inside the yield's own
@@ -224,12 +244,12 @@ class CallInstrumenter:
                 if compat.HAS_EXCEPTION_TABLE:
                     pending_resume = depth  # stack after RESUME: [t, .., sent] = depth + 1 items
                 else:
-                    out += compat.call_hook_with_token("@trace_resume", depth + 1, 0, loc,
+                    out += compat.call_hook_with_token(self.resume_hook, depth + 1, 0, loc,
                                                        keep_result=False)
                 continue
             if name == "RESUME" and pending_resume is not None:
                 out.append(item)
-                out += compat.call_hook_with_token("@trace_resume", pending_resume + 1, 0, loc,
+                out += compat.call_hook_with_token(self.resume_hook, pending_resume + 1, 0, loc,
                                                    keep_result=False)
                 pending_resume = None
                 continue
@@ -246,7 +266,7 @@ class CallInstrumenter:
         if active is not None:
             out.append(TryEnd(active))
         out.append(handler)
-        out += compat.exception_handler("@trace_fail", None)
+        out += compat.exception_handler(self.fail_hook, None)
 
         new = Bytecode(out)
         new._copy_attr_from(bc)

@@ -1,0 +1,406 @@
+"""Op-level instrumentation: the operations inside a marked function become operators.
+
+On top of everything call mode does (`calls.CallInstrumenter`), each
+binary / in-place / unary operation, comparison, subscript, plain attribute
+load, f-string piece, call and global load inside the marked function
+reports itself to a hook, and every store to a local variable updates the
+frame's shadow provenance (`hooks.FrameState`).
+
+Provenance is static: a linear pass over the original instructions keeps a
+symbolic stack saying where each stack item came from, a constant
+("c", value), a local ("l", name), the result of a traced site ("s", site)
+or somewhere untracked ("?",). At a jump target the symbolic stack is reset
+to untracked (two paths may meet there: `f(a if c else b)`), which loses an
+edge but never invents one.
+
+Four emission patterns (stack pictures bottom -> top; `t` = the token):
+
+A  operations with k object operands (3.11+): the op runs on copies of its
+   operands and the hook gets the operands and the result:
+   [x1..xk] -> [x1..xk, <hook>, t, site, spec, name, x1..xk, x1..xk] -> OP
+   -> CALL -> [x1..xk, r] -> drop the originals -> [r]
+   (3.10, no COPY: DUP_TOP(_TWO), OP, BUILD_TUPLE, one hook on the tuple.)
+B  calls: argument values are captured before the call (never the callable
+   or its NULL slot: copying a NULL crashes), the result is routed through
+   a hook after it. A call of a marked function links to that call's `ret`.
+C  `x = a op b` / `x op= b` followed by STORE_FAST: the op and the store
+   run untouched (CPython's in-place string concatenation needs exactly
+   that), then the hook reads the stored local.
+S  any other STORE_FAST: after the store, the hook is told where the value
+   came from and updates the shadow.
+"""
+from __future__ import annotations
+
+import linecache
+from typing import Optional
+
+from bytecode import Instr, Label, TryBegin
+
+from tracer.ids import site_id
+from tracer.rewrite import compat
+from tracer.rewrite.calls import CallInstrumenter, argument_names
+
+UNTRACKED = ("?",)
+NESTED_NAMES = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+_UNARY = {"UNARY_NEGATIVE": "neg", "UNARY_POSITIVE": "pos", "UNARY_INVERT": "invert", "UNARY_NOT": "not"}
+_CALLS_310 = {"CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX"}
+_CALLS = {"CALL", "CALL_KW", "CALL_FUNCTION_EX"} | _CALLS_310
+_STORES_AFTER_OP = {"STORE_FAST", "STORE_DEREF"}
+
+
+def operation(instr: Instr) -> Optional[tuple[str, int]]:
+    """(op name, number of stack operands) if `instr` is a traced operation (not a call)."""
+    name = instr.name
+    arg = instr.arg
+    if name == "BINARY_OP":
+        return arg.name.lower(), 2
+    if name.startswith("BINARY_") and name not in ("BINARY_SLICE", "BINARY_SUBSCR") and not compat.HAS_COPY:
+        return name[len("BINARY_"):].lower(), 2
+    if name.startswith("INPLACE_"):
+        return name.lower(), 2
+    if name == "BINARY_SUBSCR":
+        return "subscript", 2
+    if name == "BINARY_SLICE":
+        return "slice", 3
+    if name == "COMPARE_OP":
+        return getattr(arg, "name", str(arg)).lower(), 2
+    if name == "IS_OP":
+        return ("is not" if arg else "is"), 2
+    if name == "CONTAINS_OP":
+        return ("not in" if arg else "in"), 2
+    if name in _UNARY:
+        return _UNARY[name], 1
+    if name == "LOAD_ATTR":
+        attr = compat.attr_name(instr)
+        return (None if attr is None else ("." + attr, 1))
+    if name == "FORMAT_VALUE":
+        flags = arg if isinstance(arg, int) else int(getattr(arg, "value", 0))
+        return "format", 2 if flags & 4 else 1
+    if name == "FORMAT_SIMPLE":
+        return "format", 1
+    if name == "FORMAT_WITH_SPEC":
+        return "format", 2
+    if name == "CONVERT_VALUE":
+        return "convert", 1
+    if name == "BUILD_STRING":
+        return "fstring", arg
+    return None
+
+
+def call_arity(instr: Instr) -> Optional[tuple[int, int]]:
+    """(arguments on the stack, items above them) for a call instruction, else None."""
+    name = instr.name
+    if name == "CALL_FUNCTION_EX":
+        return 1 + (instr.arg & 1), 0
+    if name in ("CALL", "CALL_FUNCTION", "CALL_METHOD"):
+        return instr.arg, 0
+    if name == "CALL_KW":           # 3.13: the keyword names tuple is on top
+        return instr.arg, 1
+    if name == "CALL_FUNCTION_KW":  # 3.10: the keyword names tuple is on top
+        return instr.arg, 1
+    return None
+
+
+def _stack_change(instr: Instr) -> tuple[int, int]:
+    pre, post = instr.pre_and_post_stack_effect(jump=False)
+    if pre < 0:
+        return -pre, post
+    return 0, pre + post
+
+
+class OpInstrumenter(CallInstrumenter):
+    """Rewrite one code object for op mode (see the module docstring)."""
+
+    def __init__(self, code, *, func_id: int, module: str, qualname: str):
+        super().__init__(code, func_id=func_id, module=module, trace_reads=False)
+        self.qualname = qualname
+        self.enter_hook = "@trace_op_enter"
+        self.leave_hook = "@trace_op_leave"
+        self.sites: dict[int, tuple[str, int, int, str]] = {}
+        self.plans: dict[int, tuple] = {}
+        self._occurrences: dict = {}
+
+    # -- nested comprehensions belong to this function ----------------------
+    def rewrite(self):
+        consts = list(self.code.co_consts)
+        changed = False
+        for i, const in enumerate(consts):
+            if hasattr(const, "co_code") and const.co_name in NESTED_NAMES:
+                nested = NestedOpInstrumenter(const, func_id=self.func_id, module=self.module,
+                                              qualname=f"{self.qualname}.{const.co_name}", owner=self)
+                consts[i] = nested.rewrite()
+                changed = True
+        if changed:
+            self.code = self.code.replace(co_consts=tuple(consts))
+        return super().rewrite()
+
+    def entry_call(self, loc) -> list:
+        cells = set(self.code.co_cellvars)
+        names = argument_names(self.code)
+        seq = compat.push_hook(self.enter_hook, loc)
+        seq.append(compat.load_const(self.func_id, loc))
+        seq.append(compat.load_const(tuple(n for n in names if n not in cells), loc))
+        seq += [compat.load_arg(n, n in cells, loc) for n in names]
+        seq += compat.call(2 + len(names), loc)
+        return seq
+
+    # -- normalisation: split 3.13 superinstructions that store -------------
+    def prepare(self, items: list, start: int, depths) -> list:
+        out = []
+        for item in items:
+            if isinstance(item, Instr) and item.name == "STORE_FAST_STORE_FAST":
+                a, b = item.arg
+                out += [Instr("STORE_FAST", a, location=item.location),
+                        Instr("STORE_FAST", b, location=item.location)]
+            elif isinstance(item, Instr) and item.name == "STORE_FAST_LOAD_FAST":
+                a, b = item.arg
+                out += [Instr("STORE_FAST", a, location=item.location),
+                        Instr("LOAD_FAST", b, location=item.location)]
+            else:
+                out.append(item)
+        return out
+
+    # -- static analysis ----------------------------------------------------
+    def _site(self, opname: str, instr: Instr) -> int:
+        line = instr.lineno or self.code.co_firstlineno
+        loc = instr.location
+        col = getattr(loc, "col_offset", None) or 0
+        key = (opname, line, col)
+        n = self._occurrences.get(key, 0)
+        self._occurrences[key] = n + 1
+        sid = site_id(self.module, self.qualname, opname, line, col, n)
+        self.sites[sid] = (opname, line, col, self._source_text(loc, line))
+        return sid
+
+    def _source_text(self, loc, line: int) -> str:
+        lines = linecache.getlines(self.code.co_filename)
+        if not lines or line > len(lines):
+            return ""
+        end_line = getattr(loc, "end_lineno", None) or line
+        col = getattr(loc, "col_offset", None)
+        end_col = getattr(loc, "end_col_offset", None)
+        if col is None or end_col is None:
+            return lines[line - 1].strip()[:200]
+        if end_line == line:
+            text = lines[line - 1].encode("utf-8")[col:end_col].decode("utf-8", "replace")
+        else:
+            first = lines[line - 1].encode("utf-8")[col:].decode("utf-8", "replace")
+            text = first + "".join(lines[line:end_line - 1]) + \
+                lines[end_line - 1].encode("utf-8")[:end_col].decode("utf-8", "replace")
+        return text.strip()[:200]
+
+    def analyse(self, items: list, start: int, depths: dict) -> None:
+        cleared = {it.arg for it in items if isinstance(it, Instr) and it.name == "LOAD_FAST_AND_CLEAR"}
+        sym: Optional[list] = None
+        run_sym: Optional[list] = None
+        for i in range(start, len(items)):
+            if i in self.skip:
+                continue  # the store of an "x = a op b" planned with its op
+            item = items[i]
+            depth = depths.get(i)
+            if depth is None:
+                sym = None
+                continue
+            if run_sym is None and (isinstance(item, Label) or sym is None or len(sym) != depth):
+                sym = [UNTRACKED] * depth
+            if not isinstance(item, Instr):
+                continue
+            name = item.name
+            pushed = None
+            op = operation(item)
+            arity = call_arity(item) if op is None else None
+            if op is not None:
+                opname, k = op
+                site = self._site(opname, item)
+                spec = tuple(sym[len(sym) - k:]) if k else ()
+                nxt = items[i + 1] if i + 1 < len(items) else None
+                stores = (isinstance(nxt, Instr) and nxt.name in _STORES_AFTER_OP
+                          and k == 2 and (name == "BINARY_OP" or name.startswith(("BINARY_", "INPLACE_")))
+                          and name not in ("BINARY_SUBSCR", "BINARY_SLICE"))
+                if stores:
+                    target = nxt.arg if nxt.name == "STORE_FAST" else None
+                    if target in cleared:
+                        target = None
+                    self.plans[i] = ("C", k, site, spec, opname, nxt, target)
+                    self.skip.add(i + 1)
+                    # the store happens too: simulate both
+                    del sym[len(sym) - k:]
+                    continue
+                self.plans[i] = ("A", k, site, spec, opname)
+                del sym[len(sym) - k:]
+                sym.append(("s", site))
+                continue
+            if name in ("KW_NAMES", "PRECALL"):
+                # glued to their CALL; 3.11's PRECALL nominally pops the arguments,
+                # so keep the stack as it is before the call run
+                if run_sym is None:
+                    run_sym = list(sym)
+                continue
+            if arity is not None:
+                n, above = arity
+                site = self._site("call", item)
+                before = run_sym if run_sym is not None else sym
+                run_sym = None
+                spec = tuple(before[len(before) - n - above:len(before) - above])
+                run_start = i
+                while run_start - 1 >= start and isinstance(items[run_start - 1], Instr) and \
+                        items[run_start - 1].name in ("KW_NAMES", "PRECALL"):
+                    run_start -= 1
+                self.plans[("pre", run_start)] = ("Bpre", n, above, site, spec)
+                self.plans[i] = ("B", site, spec, "call")
+                after = depth + item.stack_effect(jump=False)
+                sym = before[:max(0, after - 1)] + [("s", site)]
+                continue
+            if name == "LOAD_GLOBAL" and not compat.load_global_pushes_null(item):
+                site = self._site("global", item)
+                self.plans[i] = ("G", site, (self.module, compat.global_name(item)))
+                sym.append(("s", site))
+                continue
+            if name == "STORE_FAST":
+                source = sym[-1] if sym else UNTRACKED
+                self.plans[i] = ("F", item.arg) if item.arg in cleared else ("S", item.arg, source)
+                sym.pop()
+                continue
+            if name in ("LOAD_FAST", "LOAD_FAST_CHECK"):
+                pushed = [("l", item.arg)]
+            elif name == "LOAD_FAST_LOAD_FAST":
+                pushed = [("l", item.arg[0]), ("l", item.arg[1])]
+            elif name == "LOAD_CONST":
+                pushed = [("c", item.arg)]
+            elif name == "COPY":
+                pushed = [sym[-item.arg]]
+            elif name == "SWAP":
+                n = item.arg
+                sym[-1], sym[-n] = sym[-n], sym[-1]
+            elif name == "DUP_TOP":
+                pushed = [sym[-1]]
+            elif name == "DUP_TOP_TWO":
+                pushed = [sym[-2], sym[-1]]
+            elif name in ("ROT_TWO", "ROT_THREE", "ROT_FOUR", "ROT_N"):
+                n = {"ROT_TWO": 2, "ROT_THREE": 3, "ROT_FOUR": 4}.get(name, item.arg)
+                sym[len(sym) - n:] = [sym[-1]] + sym[len(sym) - n:-1]
+            if pushed is not None:
+                sym.extend(pushed)
+            elif name not in ("SWAP", "ROT_TWO", "ROT_THREE", "ROT_FOUR", "ROT_N"):
+                pops, pushes = _stack_change(item)
+                del sym[max(0, len(sym) - pops):]
+                sym.extend([UNTRACKED] * pushes)
+            if item.is_uncond_jump() or item.is_final():
+                sym = None
+
+    # -- emission -----------------------------------------------------------
+    def edit(self, items: list, i: int, item, depth: Optional[int], out: list) -> bool:
+        pre = self.plans.get(("pre", i))
+        if pre is not None and compat.HAS_COPY:
+            out += self._capture_call(pre, depth, item.location)
+        plan = self.plans.get(i)
+        if not plan:
+            return False
+        kind = plan[0]
+        loc = item.location
+        if kind == "A":
+            out += self._apply(plan, item, depth, loc)
+        elif kind == "C":
+            out += self._apply_then_store(plan, item, depth, loc)
+        elif kind == "B":
+            _, site, spec, opname = plan
+            out.append(item)
+            after = depth + item.stack_effect(jump=False)
+            out += compat.call_hook_with_token("@trace_op_call", after + 1, 1, loc,
+                                               extra_consts=(site, spec, opname))
+        elif kind == "G":
+            _, site, key = plan
+            out.append(item)
+            out += compat.call_hook_with_token("@trace_op_global", depth + 2, 1, loc,
+                                               extra_consts=(site, key))
+        elif kind == "S":
+            _, name, source = plan
+            out.append(item)
+            out.append(Instr("LOAD_FAST", name, location=loc))
+            out += compat.call_hook_with_token("@trace_op_store", depth + 1, 1, loc,
+                                               extra_consts=(name, source), keep_result=False)
+        elif kind == "F":
+            out.append(item)  # restoring a comprehension variable: may be NULL, never touched
+        else:
+            return False
+        return True
+
+    def _apply(self, plan: tuple, item: Instr, depth: int, loc) -> list:
+        _, k, site, spec, opname = plan
+        if compat.HAS_COPY:
+            if compat.NULL_AFTER_CALLABLE:
+                seq = [compat.load_global_plain("@trace_op", loc), Instr("PUSH_NULL", location=loc)]
+            else:
+                seq = [Instr("PUSH_NULL", location=loc), compat.load_global_plain("@trace_op", loc)]
+            seq.append(Instr("COPY", depth + 3, location=loc))
+            seq += [compat.load_const(site, loc), compat.load_const(spec, loc), compat.load_const(opname, loc)]
+            seq += [Instr("COPY", k + 6, location=loc) for _ in range(k)]
+            seq += [Instr("COPY", 2 * k + 6, location=loc) for _ in range(k)]
+            seq.append(item)
+            seq += compat.call(4 + k + 1, loc)
+            seq.append(Instr("SWAP", k + 1, location=loc))
+            seq += [Instr("POP_TOP", location=loc) for _ in range(k)]
+            return seq
+        after = depth - k + 1
+        if k == 1:
+            seq = [Instr("DUP_TOP", location=loc), item, Instr("BUILD_TUPLE", 2, location=loc)]
+        elif k == 2:
+            seq = [Instr("DUP_TOP_TWO", location=loc), item, Instr("BUILD_TUPLE", 3, location=loc)]
+        else:
+            return [item] + compat.call_hook_with_token("@trace_op_result", after + 1, 1, loc,
+                                                        extra_consts=(site, spec, opname))
+        return seq + compat.call_hook_with_token("@trace_op_packed", after + 1, 1, loc,
+                                                 extra_consts=(site, spec, opname))
+
+    def _apply_then_store(self, plan: tuple, item: Instr, depth: int, loc) -> list:
+        _, k, site, spec, opname, store, target = plan
+        seq: list = []
+        unknown = [m for m, entry in enumerate(spec) if entry[0] == "?"]
+        if unknown and compat.HAS_COPY:
+            seq += compat.push_hook("@trace_op_capture", loc)
+            seq.append(Instr("COPY", depth + 1 + compat.HOOK_PUSH_SIZE, location=loc))
+            seq += [compat.load_const(site, loc), compat.load_const(None, loc)]
+            for copied, m in enumerate(unknown):
+                seq.append(Instr("COPY", (k - m) + compat.HOOK_PUSH_SIZE + 3 + copied, location=loc))
+            seq += compat.call(3 + len(unknown), loc)
+            seq.append(Instr("POP_TOP", location=loc))
+        seq += [item, store]
+        load = "LOAD_FAST" if store.name == "STORE_FAST" else "LOAD_DEREF"
+        seq.append(Instr(load, store.arg, location=loc))
+        after = depth - k + 1  # the stored value pushed again
+        seq += compat.call_hook_with_token("@trace_op_stored", after + 1, 1, loc,
+                                           extra_consts=(site, spec, opname, target), keep_result=False)
+        return seq
+
+    def _capture_call(self, pre: tuple, depth: int, loc) -> list:
+        _, n, above, site, spec = pre
+        if n == 0:
+            return []
+        seq = compat.push_hook("@trace_op_capture", loc)
+        seq.append(Instr("COPY", depth + 1 + compat.HOOK_PUSH_SIZE, location=loc))
+        seq += [compat.load_const(site, loc), compat.load_const(spec, loc)]
+        seq += [Instr("COPY", n + above + compat.HOOK_PUSH_SIZE + 3, location=loc) for _ in range(n)]
+        seq += compat.call(3 + n, loc)
+        seq.append(Instr("POP_TOP", location=loc))
+        return seq
+
+
+class NestedOpInstrumenter(OpInstrumenter):
+    """A comprehension or generator expression inside an op-mode function: ops only, no call."""
+
+    def __init__(self, code, *, func_id: int, module: str, qualname: str, owner: OpInstrumenter):
+        super().__init__(code, func_id=func_id, module=module, qualname=qualname)
+        self.sites = owner.sites
+        self._occurrences = owner._occurrences
+        self.enter_hook = "@trace_op_nested_enter"
+        self.leave_hook = self.gen_leave_hook = "@trace_nested_pass"
+        self.suspend_hook = self.pause_hook = "@trace_nested_pass"
+        self.fail_hook = "@trace_nested_fail"
+        self.resume_hook = "@trace_nested_resume"
+
+    def entry_call(self, loc) -> list:
+        return compat.push_hook(self.enter_hook, loc) + compat.call(0, loc)
+
+
+__all__ = ["OpInstrumenter", "operation", "call_arity", "TryBegin"]
