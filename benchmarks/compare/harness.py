@@ -33,9 +33,13 @@ class Options:
     install_opto: bool = True      # create the opto venv if it is missing
     command: str = "python benchmarks/run_comparison.py"
     log: Callable[[str], None] = print
+    figures: tuple[str, ...] = FIGURES   # a subset, for the smoke test
+    size_override: Sizes | None = None   # other sizes than FULL / QUICK, for the smoke test
 
     @property
     def sizes(self) -> Sizes:
+        if self.size_override is not None:
+            return self.size_override
         return QUICK if self.quick else FULL
 
 
@@ -47,7 +51,9 @@ def empty_results(options: Options) -> dict[str, Any]:
         "opto_version": None,
         "caps": dict(CAPS),
         "sizes": {k: v for k, v in vars(options.sizes).items()},
-        "figures": {name: {"ours": None, "opto": None, "ours_error": None, "opto_error": None}
+        "figures": {name: {"ours": None, "opto": None,
+                           "ours_error": None if name in options.figures else "not part of this run",
+                           "opto_error": None if name in options.figures else "not part of this run"}
                     for name in FIGURES},
     }
 
@@ -56,6 +62,10 @@ def run(options: Options) -> dict[str, Any]:
     """Measure everything `options` asks for; never raises for a failed measurement."""
     results = empty_results(options)
     figures = results["figures"]
+    for side, wanted in (("ours", options.run_ours), ("opto", options.run_opto)):
+        if not wanted:
+            for entry in figures.values():
+                entry[side + "_error"] = f"{side} side skipped in this run"
     server = loopback.start_server()
     llm_env = {"OPENAI_BASE_URL": server.openai_base_url, "OPENAI_API_KEY": "loopback-no-key",
                "TRACE_LLM": "openai:bench-loopback"}
@@ -64,14 +74,18 @@ def run(options: Options) -> dict[str, Any]:
         ours = OurSide(options.our_python, options.sizes, llm_env) if options.run_ours else None
         results["machine"] = machine.describe(options.our_python, opto.python if opto else None)
         for name in ("call_cost", "op_cost", "memory"):
+            if name not in options.figures:
+                continue
             for side_name, side in (("ours", ours), ("opto", opto)):
                 if side is not None:
                     options.log(f"{name}: {side_name}")
                     _measure(figures[name], side_name, getattr(side, name))
-        options.log("build: chains")
-        _build(figures["build"], ours, opto, options.sizes)
-        options.log("step and prompt")
-        _steps(figures, ours, opto, options.sizes, server)
+        if "build" in options.figures:
+            options.log("build: chains")
+            _build(figures["build"], ours, opto, options.sizes)
+        if "step" in options.figures or "prompt" in options.figures:
+            options.log("step and prompt")
+            _steps(figures, ours, opto, options.sizes, server)
     finally:
         server.stop()
     return results

@@ -10,6 +10,7 @@ system sent.
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 from typing import Any
@@ -42,18 +43,24 @@ def variables_in_prompt(prompt: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def current_value(text: str) -> Any:
+    """The value a prompt line shows: a Python literal (ours quotes strings) or bare text (opto does not)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+
+
 def new_value(type_name: str, text: str) -> Any:
     """A different value of the same type (what a useful suggestion looks like)."""
-    if type_name == "int":
-        return int(text) + 1 if text.lstrip("-").isdigit() else 1
-    if type_name == "float":
-        try:
-            return float(text) + 0.5
-        except ValueError:
-            return 1.0
+    value = current_value(text)
     if type_name == "bool":
-        return text != "True"
-    return "Hi there" if text != "Hi there" else "Hello"
+        return not value if isinstance(value, bool) else True
+    if type_name == "int":
+        return value + 1 if isinstance(value, int) else 1
+    if type_name == "float":
+        return value + 0.5 if isinstance(value, (int, float)) else 1.0
+    return "Hi there" if value != "Hi there" else "Hello"
 
 
 def answer(request: RecordedRequest) -> Reply:

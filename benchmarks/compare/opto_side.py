@@ -35,4 +35,12 @@ class OptoSide:
         return self._run("opto_build.py", nodes)
 
     def step(self) -> dict:
-        return self._run("opto_step.py", self.sizes.steps)
+        result = self._run("opto_step.py", self.sizes.steps)
+        if not result["changed"]:
+            raise NothingChanged(f"opto's steps left {result['parameter']} at {result['final_value']!r}: "
+                                 "no update to time")
+        return result
+
+
+class NothingChanged(RuntimeError):
+    """A step ran but the parameter kept its value, so there was no update to time."""

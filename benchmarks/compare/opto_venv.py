@@ -91,8 +91,10 @@ def ensure(venv: Path, base_python: str = sys.executable, log=print) -> Path:
 
 
 def opto_version(python: Path) -> str:
-    out = _run([str(python), "-c", IMPORT_CHECK], "import opto", env=offline_environment())
-    return out.strip().splitlines()[-1]
+    """The installed trace-opt version (from its metadata: importing opto takes seconds)."""
+    out = _run([str(python), "-c", "import importlib.metadata as m; print(m.version('trace-opt'))"],
+               "read trace-opt's version")
+    return out.strip()
 
 
 def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> str:

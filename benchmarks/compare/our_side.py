@@ -65,11 +65,11 @@ class OurSide:
             result = self._trace_run(daemon, ["--session", session, "--target", "workload:advance",
                                               "--param", "workload:START"], "ours_build.py", nodes)
             steps = self.step_records(daemon, session)
-            if steps:
+            if steps:  # the last one is the measured chain (the first is the program's warm-up)
                 last = steps[-1]
-                result["daemon_step_s"] = last["finished"] - last["started"]
-                result["daemon_llm_s"] = last["latency_s"]
-                result["build_s"] = result["daemon_step_s"] - result["daemon_llm_s"]
+                result["daemon_step_s"] = last["step_s"]
+                result["daemon_llm_s"] = last["llm_s"]
+                result["build_s"] = last["step_s"] - last["llm_s"]
                 result["prompt_chars"] = last["prompt_chars"]
             return result
 
@@ -80,7 +80,8 @@ class OurSide:
             options = ["--session", session, "--target", PIPELINE_TARGETS, "--param", "workload:GREETING"]
             result = self._run_session(daemon, options, processes)
             # The loopback LLM's share of each step, as the daemon's LLM layer measured it.
-            result["llm_s"] = [s["latency_s"] for s in self.step_records(daemon, session)]
+            records = self.step_records(daemon, session)[-self.sizes.steps:]  # after the warm-up step
+            result["llm_s"] = [s["llm_s"] for s in records]
             return result
 
     def _run_session(self, daemon: PrivateDaemon, options: list[str], processes: int) -> dict:

@@ -48,6 +48,19 @@ QUICK = Sizes(
     program_timeout_s=120.0,
 )
 
+# The unit suite's smoke test: proves the harness runs end to end, in seconds.
+SMOKE = Sizes(
+    call_calls_ours=100, call_calls_opto=50,
+    op_calls_ours=50, op_calls_opto=20,
+    repeats=1,
+    memory_counts_ours=(200, 400),
+    memory_counts_opto=(200, 400),
+    chain_nodes_ours=(20, 40),
+    chain_nodes_opto=(20,),
+    steps=1, processes=2,
+    program_timeout_s=60.0,
+)
+
 # Why opto's runs stop where they stop (shown on the page next to the figure,
 # with the measured growth that justifies the cap).
 CAPS = {
