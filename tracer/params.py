@@ -343,7 +343,8 @@ class _UnreferenceableInstancesLocation(_Location):
         if not _identity_is_meaningful(old):
             return  # a shared object (None, small int): identity would find strangers
         for holder in gc.get_referrers(old):
-            if getattr(holder, self.attr, _MISSING) is old and type(holder).__qualname__ == self.cls:
+            # The type test first: it runs no user code on strangers among the referrers.
+            if type(holder).__qualname__ == self.cls and getattr(holder, self.attr, _MISSING) is old:
                 setattr(holder, self.attr, value)
         self.given = value
 
