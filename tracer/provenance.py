@@ -166,8 +166,11 @@ class Resolver:
     def _input_node(self, obj: Any, events: list) -> int:
         """The node an input value came from (call mode: by identity, where exact)."""
         ep = self._episode
+        key = id(obj)
+        entry = ep.sources.get(key)
+        if entry is not None and entry[1] is obj and entry[0] in ep.param_nodes:
+            return entry[0]  # a parameter's own (unshared) value
         if type(obj) is not hooks.Clipped and not is_shareable(obj):
-            key = id(obj)
             entry = ep.produced.get(key)
             if entry is not None and entry[1] is obj:
                 return entry[0]
@@ -286,7 +289,10 @@ class Resolver:
         node = self._value_node(value, events)
         events.append(["param", node, name])
         ep.param_nodes.add(node)
-        if not is_shareable(value) and key not in ep.produced:
+        # tracer.param hands out unshared copies of str/bytes (2+ items): the
+        # parameter's current value is then exactly this object
+        unshared = type(value) in (str, bytes) and len(value) >= 2
+        if (unshared or not is_shareable(value)) and key not in ep.produced:
             ep.sources[key] = (node, value)
         return node
 

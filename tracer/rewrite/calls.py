@@ -277,11 +277,7 @@ class CallInstrumenter:
         if name == "LOAD_GLOBAL":
             if compat.load_global_pushes_null(item):
                 return None  # a callable: parameters are plain values
-            if not compat.HAS_EXCEPTION_TABLE:
-                nxt = _next_instr(items, i)
-                if nxt is not None and nxt.name in ("LOAD_METHOD", "LOAD_ATTR", "CALL_FUNCTION",
-                                                    "CALL_FUNCTION_KW", "CALL_METHOD"):
-                    return None
+            # (3.10 cannot tell a callable load from a value load: all go through the hook)
             return (self.module, compat.global_name(item))
         if name == "LOAD_ATTR":
             attr = compat.attr_name(item)
