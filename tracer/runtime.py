@@ -168,6 +168,19 @@ class Runtime:
     def start(self) -> bool:
         """Connect, apply the initial patch, start the flusher. True if tracing is on."""
         try:
+            return self._start()
+        except Exception as exc:  # a tracer bug must not stop the program from starting
+            if self.transport is not None:
+                self.transport.close()
+            if self.flusher is not None:
+                buffers.set_overflow_handler(None)
+                self.flusher.stop(0)
+                self.flusher = None
+            return self._tracing_off(f"internal error while starting ({type(exc).__name__}: {exc}); "
+                                     "please report it")
+
+    def _start(self) -> bool:
+        try:
             self._hot = _bind_hot_path()
         except Exception as exc:  # the rewriter's side is missing or broken
             return self._tracing_off(f"the tracer's provenance resolver cannot start: {type(exc).__name__}: {exc}")

@@ -317,8 +317,11 @@ class Transport:
             raise
 
     def _handshake(self, sock: socket.socket, decoder: FrameDecoder) -> tuple[m.Welcome, list]:
+        # Built outside the try: a Hello that cannot be encoded is this
+        # process's bug, not a daemon that "does not speak the protocol".
+        hello = encode_message(self._make_hello())
         try:
-            sock.sendall(encode_message(self._make_hello()))
+            sock.sendall(hello)
             while True:
                 chunk = sock.recv(_RECV_CHUNK)
                 if not chunk:

@@ -106,11 +106,15 @@ def test_connected_program_sends_hello_definitions_and_events(server, workdir, s
         def double(x):
             return x * 2
         print(double(21))
-        report(connected=runtime.is_connected())
+        runtime.flush(5)
+        report(connected=runtime.is_connected(), stats=runtime.stats().__dict__)
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "42\n" and tracer_lines(done.stderr) == []
     assert reports["connected"] is True
+    stats = reports["stats"]
+    assert stats["events_sent"] >= 2 and stats["bytes_sent"] > 0 and stats["dropped"] == 0
+    assert stats["session"] == "sess" and stats["client_id"] == 1
     hello = server.clients[0].hello
     assert hello.session == "sess" and hello.argv[0].endswith("prog.py") and hello.pid != os.getpid()
     functions = [f.qualname for d in server.messages(m.Definitions) for f in d.functions]
@@ -210,9 +214,11 @@ def test_a_patch_arriving_mid_run_is_applied_and_acknowledged(server, workdir, s
     program = Program(workdir, sock_path, """
         import tracer
         LIMIT = tracer.param(10, name="limit")
+        heard = []
+        runtime.add_patch_listener(lambda patch, results: heard.append(patch.version))
         sys.stdout.write("ready\\n"); sys.stdout.flush()
         results = runtime.wait_for_patch(5, timeout=10)
-        report(limit=LIMIT, results=[[r.name, r.ok] for r in results])
+        report(limit=LIMIT, results=[[r.name, r.ok] for r in results], heard=heard)
     """)
     process = program.start()
     try:
@@ -221,7 +227,8 @@ def test_a_patch_arriving_mid_run_is_applied_and_acknowledged(server, workdir, s
         process.wait(20)
     finally:
         process.kill()
-    assert program.reports() == {"startup": program.reports()["startup"], "limit": 25, "results": [["limit", True]]}
+    reports = program.reports()
+    assert (reports["limit"], reports["results"], reports["heard"]) == (25, [["limit", True]], [5])
     assert server.messages(m.PatchAck)[0].results[0].ok
 
 
@@ -463,3 +470,14 @@ def test_a_patch_that_failed_does_not_count_as_the_applied_version(server, workd
     finally:
         process.kill()
     assert program.reports()["applied"] == 7 and program.reports()["patches"] == 1
+
+
+def test_a_tracer_bug_at_start_turns_tracing_off_instead_of_failing_the_program(server, workdir, sock_path):
+    done, reports = run(workdir, sock_path, """
+        print("ran")
+        report(connected=runtime.is_connected())
+    """, start_args="client_name=None")  # not a str: the Hello cannot be encoded
+    assert done.returncode == 0 and done.stdout == "ran\n"
+    (line,) = tracer_lines(done.stderr)
+    assert line.startswith("trace-live: tracing is off: internal error while starting")
+    assert reports["connected"] is False
