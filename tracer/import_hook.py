@@ -220,8 +220,10 @@ class TraceFinder:
 _EXEC_MODULE_SOURCE = """
 def exec_module(self, module):
     code = self._before_exec(module)
-    _call_with_frames_removed(exec, code, module.__dict__)
-    self._after_exec(module)
+    try:
+        _call_with_frames_removed(exec, code, module.__dict__)
+    finally:
+        self._after_exec(module)
 
 def _call_with_frames_removed(f, *args, **kwds):
     return f(*args, **kwds)
@@ -265,9 +267,9 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
     """The rewritten code of `source_path` and its marked functions, from the cache if valid.
 
-    The marked functions come as ((qualname, trainable, sites, argnames), ...) and are
-    registered with `marking.registry` either way (their function objects
-    are added by `register_marked_functions` once the module has run).
+    The marked functions come as ((qualname, trainable, sites, argnames), ...);
+    `register_marked_functions` registers them (with their function objects)
+    once the module body has run, whether the code came from the cache or not.
     Compiles and rewrites on a miss and refreshes the cache when it can.
     """
     read_bytes = read_bytes or _read_file
@@ -279,7 +281,6 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
         if cached is not None:
             code, marked, failed = cached
             stats.cache_hits += 1
-            _register_cached_marks(module_name, marked, granularity)
             for qualname, message, filename, lineno in failed:  # the same warnings as when it was rewritten
                 _warn_failure(module_name, qualname, message, filename, lineno)
             return code, marked
@@ -378,33 +379,38 @@ def _install_hook_globals(namespace: dict) -> None:
 
 
 def register_marked_functions(namespace: dict, module_name: str, marked) -> int:
-    """Register the function objects of `marked` (qualname, trainable) found in `namespace`; return how many.
+    """Register `marked` ((qualname, trainable, sites, argnames), ...) with `marking.registry`; return how many
+    function objects were found in `namespace`.
 
-    Functions nested in other functions (`f.<locals>.g`) do not exist yet and
-    are not registered here.
+    Every marked function gets an entry (its op-mode sites and argument names
+    included, as `instrument_code` made them, so code from the cache is
+    described exactly like freshly rewritten code); the function object is
+    bound when it exists. Functions nested in other functions
+    (`f.<locals>.g`) do not exist yet and stay unbound.
     """
     if not marked:
         return 0
     from tracer import marking
     from tracer.ids import function_id
 
-    count = 0
-    by_qualname: dict[str, bool] = {}
-    for qualname, trainable, _sites, _argnames in marked:  # a property's getter and setter share a qualname
-        by_qualname[qualname] = by_qualname.get(qualname, False) or trainable
     granularity = marking.get_granularity()
-    for qualname, trainable in by_qualname.items():
-        for func in _functions_named(namespace, qualname):
-            # registry.add merges into the entry instrument_code (or the cache) made: this binds
-            # the function object without marking.register_function, which would import the
-            # rewriter (and `bytecode`) on a cache hit just to recompute the argument names.
+    count = 0
+    for qualname, trainable, sites, argnames in marked:  # a property's getter and setter share a qualname
+        func_id = function_id(module_name, qualname)
+        funcs = list(_functions_named(namespace, qualname)) or [None]
+        for func in funcs:
+            # registry.add merges into an existing entry. Going through it rather than
+            # marking.register_function keeps the rewriter (and `bytecode`) unimported
+            # on a cache hit, which would otherwise dominate the import.
             try:
                 marking.registry.add(marking.MarkedFunction(
-                    function_id(module_name, qualname), module_name, qualname, weakref.ref(func), trainable, granularity
+                    func_id, module_name, qualname, weakref.ref(func) if func is not None else None, trainable,
+                    granularity, argnames=tuple(argnames), sites=dict(sites),
                 ))
-                count += 1
             except Exception as exc:  # registration is bookkeeping; the function still runs
                 stats.failures.append(f"{module_name}:{qualname}: register: {exc!r}")
+                continue
+            count += func is not None
     return count
 
 
@@ -476,20 +482,6 @@ def register_config_params(namespace: dict, specs) -> int:
                 module=namespace.get("__name__", "?"),
             )
     return count
-
-
-def _register_cached_marks(module_name: str, marked, granularity: str) -> None:
-    """Register code served from the cache as `instrument_code` would have (before its functions exist)."""
-    from tracer import marking
-    from tracer.ids import function_id
-
-    for qualname, trainable, sites, argnames in marked:
-        marking.registry.add(
-            marking.MarkedFunction(
-                function_id(module_name, qualname), module_name, qualname, None, trainable, granularity,
-                argnames=tuple(argnames), sites=dict(sites),
-            )
-        )
 
 
 def _functions_named(namespace: dict, qualname: str) -> Iterator[types.FunctionType]:
