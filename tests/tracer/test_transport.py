@@ -243,3 +243,14 @@ def test_close_stops_reconnecting(server, transport):
     time.sleep(0.3)
     assert not transport.connected
     assert len(server.clients) == 1
+
+
+def test_a_daemon_that_rejects_the_reconnection_is_reported_once_and_not_retried(server, transport, capsys):
+    transport.connect()
+    server.kill()
+    server.wait_for(lambda: not transport.connected)
+    server.reject_reason = "this daemon was upgraded"
+    server.start()
+    server.wait_for(lambda: not transport.reconnecting, timeout=5)
+    assert not transport.connected
+    assert capsys.readouterr().err == "trace-live: the optimizer daemon rejected this process: this daemon was upgraded\n"
