@@ -256,7 +256,14 @@ class DaemonServer:
                               message=f"a daemon does not accept {type(message).__name__} messages"))
 
     async def _step(self, conn: Connection, session: Session, request: m.StepRequest) -> None:
-        result = await session.step(dict(request.options))
+        try:
+            result = await session.step(dict(request.options))
+        except Exception as exc:  # e.g. the database failed: the requester must still get an answer
+            log.exception("step of session %s failed", session.name)
+            conn.send(m.StepDone(request_id=request.request_id, version=None,
+                                 error=f"the daemon failed to run the step: {type(exc).__name__}: {exc}; "
+                                       f"see its log", error_kind="step_failed"))
+            return
         conn.send(m.StepDone(request_id=request.request_id, version=result.version if result.ok else None,
                              changes=result.changes, error=result.error, error_kind=result.error_kind))
 
