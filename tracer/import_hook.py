@@ -27,6 +27,7 @@ handle is left untraced, with a `TracingDisabledWarning`.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -128,6 +129,10 @@ def install(config: TraceConfig) -> "TraceFinder | None":
         warnings.warn(f"tracer: cannot load the rewriter ({exc!r}); the program runs untraced", TracingDisabledWarning, stacklevel=2)
         return None
     marking.set_granularity(config.granularity)  # also for functions registered from the cache
+    # Rewritten code can also run in a namespace this hook never saw: runpy.run_module
+    # (multiprocessing's spawn of a `-m` program), exec of a loader's get_code(). The
+    # hook names start with "@", so they can never shadow a user's builtins.
+    marking.install_hook_globals(builtins.__dict__)
     tracer_fingerprint()  # computed once here rather than inside the first marked import
     _finder = TraceFinder(config)
     sys.meta_path.insert(0, _finder)

@@ -318,6 +318,23 @@ def test_multiprocessing_spawn_children_are_traced(program_dir, tmp_path):
     assert result.stdout == "(40, True) (5, True)\n"
 
 
+def test_multiprocessing_spawn_of_a_dash_m_program_runs_its_marked_functions(program_dir, tmp_path):
+    write(program_dir, "tasks/__init__.py", "")
+    write(program_dir, "tasks/pool.py", CHILD_CHECK + """
+    import multiprocessing as mp
+
+    def square(x):
+        return x * x, instrumented(square)
+
+    if __name__ == "__main__":
+        with mp.get_context("spawn").Pool(1) as pool:
+            print(pool.map(square, [2, 3]))
+    """)
+    result = trace_run(["--target", "tasks.pool:square", "-m", "tasks.pool"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[(4, True), (9, True)]\n"
+
+
 def test_python_subprocesses_are_traced_and_run_the_users_sitecustomize(program_dir, tmp_path):
     user_site = tmp_path / "usersite"
     write(user_site, "sitecustomize.py", "import os\nos.environ['USER_SITECUSTOMIZE_RAN'] = 'yes'\n")

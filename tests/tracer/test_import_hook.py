@@ -407,6 +407,22 @@ def test_target_in_an_extension_module_warns_that_it_cannot_be_traced(tmp_path):
     assert "TracingDisabledWarning: tracer: module '_csv' is not Python source" in out.stderr
 
 
+def test_rewritten_code_run_by_runpy_in_a_fresh_namespace_still_works(project):
+    # runpy (and so multiprocessing's spawn of a `-m` program) executes loader.get_code()
+    # in a namespace the hook never prepared
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.path.insert(0, {str(project)!r})
+        from tracer import config, import_hook
+        import_hook.install(config.TraceConfig(targets=("shop:double",)))
+        namespace = runpy.run_module("shop", run_name="not_main")
+        print(namespace["double"](5), any(n.startswith("@trace_") for n in namespace["double"].__code__.co_names))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["10", "True"]
+
+
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
     from tracer.import_hook import CACHE_TAG, cache_location
 
