@@ -148,6 +148,15 @@ def _start_runtime(config) -> None:
         runtime.start(config, **overrides)
     except Exception as exc:
         warnings.warn(f"trace-run: tracing runtime did not start ({exc!r}); the program runs untraced", RuntimeWarning, stacklevel=2)
+        return
+    service = getattr(runtime.current(), "service", None) if overrides else None
+    if service is not None:
+        # Child processes join this process's optimizer instead of starting their own.
+        from tracer.config import ENV
+
+        os.environ["TRACE_DAEMON_SOCKET"] = service.socket_path
+        os.environ[ENV["in_process"]] = "0"
+        os.environ[ENV["autostart"]] = "0"
 
 
 def _in_process_service_factory():

@@ -370,6 +370,26 @@ def test_python_children_that_run_no_marked_code_stay_quiet(program_dir, tmp_pat
     assert result.stdout == "'child ran\\n' '' 0\n"
 
 
+def test_in_process_children_connect_to_the_parents_optimizer(program_dir, tmp_path):
+    write(program_dir, "lib.py", "def work():\n    return 1\n")
+    write(program_dir, "child.py", """
+        import lib
+        from tracer import runtime
+        lib.work()
+        print(runtime.is_connected())
+    """)
+    write(program_dir, "parent.py", """
+        import subprocess, sys
+        from tracer import runtime
+        child = subprocess.run([sys.executable, "child.py"], capture_output=True, text=True)
+        print(runtime.is_connected(), child.stdout.strip(), child.stderr.strip() or "-")
+    """)
+    result = trace_run(["--in-process", "--target", "lib:work", "parent.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True True -\n"
+    assert not os.path.exists(tmp_path / "no-daemon" / "sock")  # no daemon was started
+
+
 @pytest.fixture
 def daemon():
     """A real `trace-daemon serve` on a private socket (short path: AF_UNIX limits it to ~100 bytes)."""
