@@ -27,6 +27,7 @@ import random
 import socket
 import sys
 import threading
+import time
 from collections import defaultdict
 from typing import Any, Callable, Final
 
@@ -292,6 +293,7 @@ class Transport:
     def _open_connection(self) -> tuple[socket.socket, FrameDecoder, m.Welcome, list]:
         """Connect and handshake; return the socket, its decoder, the Welcome and
         any messages that arrived in the same read as the Welcome."""
+        deadline = time.monotonic() + self._connect_timeout
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         except OSError as exc:
@@ -309,20 +311,24 @@ class Transport:
             except OSError as exc:
                 raise DaemonUnavailable(f"cannot connect to {self.socket_path}: {exc}") from None
             decoder = FrameDecoder()
-            welcome, early = self._handshake(sock, decoder)
+            welcome, early = self._handshake(sock, decoder, deadline)
             sock.settimeout(self._send_timeout)
             return sock, decoder, welcome, early
         except BaseException:
             sock.close()
             raise
 
-    def _handshake(self, sock: socket.socket, decoder: FrameDecoder) -> tuple[m.Welcome, list]:
+    def _handshake(self, sock: socket.socket, decoder: FrameDecoder, deadline: float) -> tuple[m.Welcome, list]:
         # Built outside the try: a Hello that cannot be encoded is this
         # process's bug, not a daemon that "does not speak the protocol".
         hello = encode_message(self._make_hello())
         try:
             sock.sendall(hello)
             while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()  # a daemon trickling bytes gets no more time than a silent one
+                sock.settimeout(remaining)
                 chunk = sock.recv(_RECV_CHUNK)
                 if not chunk:
                     raise DaemonUnavailable(
@@ -374,9 +380,10 @@ class Transport:
             self._connected.clear()
             self.last_error = reason
         try:
-            sock.close()
+            sock.shutdown(socket.SHUT_RDWR)  # close() alone does not wake a recv() blocked in another thread
         except OSError:
             pass
+        sock.close()
         self._fail_pending(ConnectionLost(f"lost the connection to the optimizer daemon: {reason}"))
 
     def _fail_pending(self, error: BaseException) -> None:
