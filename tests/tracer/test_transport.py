@@ -254,3 +254,20 @@ def test_a_daemon_that_rejects_the_reconnection_is_reported_once_and_not_retried
     server.wait_for(lambda: not transport.reconnecting, timeout=5)
     assert not transport.connected
     assert capsys.readouterr().err == "trace-live: the optimizer daemon rejected this process: this daemon was upgraded\n"
+
+
+def test_a_send_stalled_past_the_send_timeout_drops_the_connection_and_reconnects(server, sock_path):
+    t = Transport(sock_path, make_hello, send_timeout=0.3)
+    try:
+        t.connect()
+        server.paused.set()  # the daemon stops reading
+        big = m.EventBatch(episode=1, events=[["bulk", "x" * 1_000_000]])
+        started = time.monotonic()
+        with pytest.raises(NotConnected, match="send failed"):
+            for _ in range(100):  # fills the socket buffers, then stalls
+                t.send(big)
+        assert time.monotonic() - started < 5
+        server.wait_for(lambda: t.reconnects == 1 and t.connected, timeout=3)
+    finally:
+        server.paused.clear()
+        t.close()
