@@ -14,6 +14,7 @@ growing at `max_episode_events` (the excess is counted as dropped).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -112,9 +113,9 @@ class Session:
         idle = [e for e in mine if not e.feedback]
         waiting = [e for e in mine if e.feedback]
         # The newest episode is always kept: it is the one being written.
-        for episode in idle[:-max(1, limits.keep_idle_episodes)]:
+        for episode in idle[:max(0, len(idle) - max(1, limits.keep_idle_episodes))]:
             del self.episodes[(client_id, episode.number)]
-        for episode in waiting[:-limits.keep_feedback_episodes]:
+        for episode in waiting[:max(0, len(waiting) - limits.keep_feedback_episodes)]:
             # Its feedback text stays in the database; only the graph goes.
             del self.episodes[(client_id, episode.number)]
 
@@ -332,5 +333,4 @@ def _patch_item(name: str, kind: str, value: Any) -> m.PatchItem:
 
 
 def _asdict(record: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-    return asdict(record)
+    return dataclasses.asdict(record)
