@@ -25,6 +25,8 @@ from typing import Any
 
 import networkx as nx
 
+from protocol import InvalidMessage, validate_event
+
 # A build reports at most this many bad events verbatim; the rest are counted.
 MAX_PROBLEMS_REPORTED = 20
 
@@ -73,6 +75,7 @@ class GraphBuilder:
             try:
                 handler = handlers[event[0]]
             except (KeyError, IndexError, TypeError):
+                # Unknown tags may come from a newer minor protocol version: skip them.
                 self.report.add(f"client {client} episode {episode} event {index}",
                                 f"unknown or missing tag in {_short(event)}")
                 continue
@@ -80,7 +83,7 @@ class GraphBuilder:
                 handler(client, event)
             except (IndexError, TypeError, ValueError, KeyError) as exc:
                 self.report.add(f"client {client} episode {episode} event {index}",
-                                f"bad {event[0]!r} event {_short(event)} ({type(exc).__name__}: {exc})")
+                                f"bad {event[0]!r} event {_short(event)} ({_describe(event, exc)})")
 
     # -- graph primitives -------------------------------------------------
     # networkx's own dicts (node attributes, successors, predecessors) are
@@ -114,17 +117,17 @@ class GraphBuilder:
     # -- one handler per event tag ----------------------------------------
 
     def _value(self, client: int, event: list) -> None:
-        _, node, summary = event
-        if not isinstance(summary, dict):
+        node, summary = event[1:3]
+        if type(summary) is not dict:
             raise TypeError(f"summary must be a map, got {type(summary).__name__}")
         self._value_node(client, node)[1]["summary"] = summary
 
     def _param(self, client: int, event: list) -> None:
-        _, node, name = event
+        node, name = event[1:3]
         self._value_node(client, node)[1]["param"] = _str(name)
 
     def _call(self, client: int, event: list) -> None:
-        _, op, func, parent_op, args, _thread, _t = event
+        op, func, parent_op, args = event[1:5]
         key, attrs = self._op_node(client, op)
         attrs["kind"] = "call"
         attrs["func"] = self.functions.get(func) or {"id": _int(func)}
@@ -133,13 +136,13 @@ class GraphBuilder:
             self._edge(self._value_node(client, node)[0], key, {"arg": argname})
 
     def _read(self, client: int, event: list) -> None:
-        _, op, name, node = event
+        op, name, node = event[1:4]
         value, attrs = self._value_node(client, node)
         attrs["param"] = _str(name)
         self._edge(value, self._op_node(client, op)[0], {"arg": name})
 
     def _ret(self, client: int, event: list) -> None:
-        _, op, node, _t = event
+        op, node = event[1:3]
         op_key = self._op_node(client, op)[0]
         value, attrs = self._value_node(client, node)
         self._edge(op_key, value, {})
@@ -147,12 +150,12 @@ class GraphBuilder:
             attrs["producer"] = op_key
 
     def _exc(self, client: int, event: list) -> None:
-        _, op, type_name, message, traceback_text, _t = event
+        op, type_name, message, traceback_text = event[1:5]
         self._op_node(client, op)[1]["error"] = {
             "type": _str(type_name), "message": _str(message), "traceback": _str(traceback_text)}
 
     def _op(self, client: int, event: list) -> None:
-        _, op, parent_op, site, opname, inputs, out_node = event
+        op, parent_op, site, opname, inputs, out_node = event[1:7]
         key, attrs = self._op_node(client, op)
         attrs["kind"] = "op"
         attrs.pop("func", None)
@@ -177,6 +180,15 @@ def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected str, got {type(value).__name__}")
     return value
+
+
+def _describe(event: Any, exc: Exception) -> str:
+    """The protocol's precise account of a bad event (``call.args: expected ...``)."""
+    try:
+        validate_event(event)
+    except InvalidMessage as problem:
+        return str(problem)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _short(event: Any) -> str:

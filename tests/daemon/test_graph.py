@@ -128,3 +128,14 @@ def test_dot_export_quotes_labels_and_marks_params_and_errors(small_graph):
 def test_unknown_export_format_names_the_known_ones(small_graph):
     with pytest.raises(UnknownFormat, match="dot, graphml, json"):
         export_graph(small_graph, "svg")
+
+
+def test_events_with_extra_trailing_fields_from_a_newer_minor_version_are_accepted():
+    g = build([["v", 1, {"t": "int", "id": 1, "v": 1}, "future"], ["call", 5, 7, None, [["x", 1]], 1, 0, "future"],
+               ["ret", 5, 2, 0, "future"]]).graph
+    assert g.has_edge(("v", 1, 1), ("op", 1, 5)) and g.has_edge(("op", 1, 5), ("v", 1, 2))
+
+
+def test_bad_event_message_names_the_field_at_fault():
+    builder = build([["call", 5, 7, "parent?", [], 1, 0]])
+    assert "call.parent_op" in builder.report.problems[0]
