@@ -69,3 +69,28 @@ def test_program_started_later_begins_with_the_latest_version(env, tmp_path):
     run(env, tmp_path, "step", "Be exact.").communicate(timeout=60)
     out, err = run(env, tmp_path, "none").communicate(timeout=60)
     assert out.splitlines()[0] == "start Be exact.", err
+
+
+def test_running_program_reconnects_after_kill_9_and_restart_and_gets_the_next_patch(env, tmp_path):
+    import os
+    import signal
+
+    from tests.daemon.support import stop_process
+
+    daemon = env.serve()
+    waiter = run(env, tmp_path, "wait")
+    try:
+        assert waiter.stdout.readline().startswith("start")
+        assert waiter.stdout.readline().strip() == "ready"
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+        daemon = env.serve()
+        stepper_out, stepper_err = run(env, tmp_path, "step", "After restart.").communicate(timeout=60)
+        assert "step version 1" in stepper_out, stepper_err
+        rest, err = waiter.communicate(timeout=40)
+        assert rest.strip() == "end After restart.", err
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+        stop_process(daemon)
