@@ -95,10 +95,11 @@ class LLMClient:
                                                     describe=f"LLM call to {where}", sleep=self._sleep,
                                                     rng=self._rng)
         except TransientFailure as failure:
-            raise LLMUnavailable(
-                f"{where} failed {config.max_retries + 1} times, last: {failure}. "
-                + ("Raise the timeout (llm_timeout) or check the server."
-                   if failure.kind == "timeout" else "Try again later or raise max_retries.")) from None
+            advice = {"timeout": "Raise the timeout (llm_timeout) or check the server.",
+                      "connection": f"Check that the server at {config.base_url or 'the provider'} is reachable "
+                                    f"(OPENAI_BASE_URL / ANTHROPIC_BASE_URL)."}.get(
+                failure.kind, "Try again later or raise max_retries.")
+            raise LLMUnavailable(f"{where} failed {config.max_retries + 1} times, last: {failure}. {advice}") from None
         latency = time.perf_counter() - started
         cost = cost_usd(config.provider, config.model, completion.prompt_tokens, completion.completion_tokens)
         self.store.record_call(session=session, step=step, provider=config.provider, model=config.model,

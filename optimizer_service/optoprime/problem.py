@@ -257,23 +257,50 @@ def analyse(problem: StepInput) -> ProblemGraph:
 # -- helpers -------------------------------------------------------------------
 
 def _code_variables(params: dict[str, ParamState], var_names: dict[str, str]) -> dict[str, str]:
-    """Lookup keys (module:qualname, qualname, source text) -> code variable name."""
+    """Lookup keys -> code variable name, to find which call runs which trainable source.
+
+    A source parameter's name is not always its function's "module:qualname"
+    (a script's module is "__main__" in the process but may be named after
+    its file in the session), so every dotted suffix of the name is a key
+    ("agent.Agent.greet" -> "Agent.greet", "greet") unless two parameters
+    share it, and so is the normalised source text.
+    """
     lookup: dict[str, str] = {}
+    ambiguous: set[str] = set()
     for pname, state in params.items():
-        if state.kind == "source" or state.type == "code":
-            name = var_names[pname]
-            lookup.setdefault(pname, name)
-            lookup.setdefault(pname.rsplit(":", 1)[-1], name)
-            if isinstance(state.value, str):
-                lookup.setdefault("source:" + state.value.strip(), name)
+        if not (state.kind == "source" or state.type == "code"):
+            continue
+        name = var_names[pname]
+        keys = {pname}
+        tail = pname.rsplit(":", 1)[-1]
+        parts = tail.split(".")
+        keys.update(".".join(parts[i:]) for i in range(len(parts)))
+        if isinstance(state.value, str):
+            keys.add("source:" + _normalised_source(state.value))
+        for key in keys:
+            if key in lookup and lookup[key] != name:
+                ambiguous.add(key)
+            lookup.setdefault(key, name)
+    for key in ambiguous:
+        del lookup[key]
     return lookup
+
+
+def _normalised_source(source: str) -> str:
+    """Source without indentation and decorators: what a function's FunctionDef and its parameter share."""
+    lines = textwrap.dedent(source).strip().splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith(("def ", "async def ")):
+            return "\n".join(lines[index:]).strip()
+    return "\n".join(lines)
 
 
 def _code_variable_of(attrs: dict, func: dict, lookup: dict[str, str]) -> str | None:
     if not lookup or not func:
         return None
-    for candidate in (attrs.get("code_param"), f"{func.get('module')}:{func.get('qualname')}",
-                      func.get("qualname"), "source:" + str(func.get("source") or "").strip()):
+    qualname = str(func.get("qualname") or "")
+    for candidate in (attrs.get("code_param"), f"{func.get('module')}:{qualname}", qualname,
+                      "source:" + _normalised_source(str(func.get("source") or ""))):
         if candidate and candidate in lookup:
             return lookup[candidate]
     return None

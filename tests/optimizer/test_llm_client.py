@@ -213,3 +213,17 @@ def test_missing_api_key_fails_with_what_to_set_and_no_request(fake_llm, provide
     with pytest.raises(LLMConfigError, match=key_var):
         client.complete(MESSAGES, session="s")
     assert fake_llm.request_count == 0
+
+
+def test_unreachable_server_is_retried_then_reported_with_its_address(tmp_path, sleeps):
+    import socket
+
+    with socket.socket() as probe:          # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = llm_config_from({"llm": {"llm": "openai:gpt-4o", "base_url": f"http://127.0.0.1:{port}/v1",
+                                      "api_key": "k", "max_retries": 2, "backoff": 0.001}}, env={})
+    client = LLMClient(config, store=LLMStore.open(str(tmp_path / "db")), sleep=sleeps)
+    with pytest.raises(LLMUnavailable, match=f"127.0.0.1:{port}"):
+        client.complete(MESSAGES, session="s")
+    assert len(sleeps.waits) == 2

@@ -408,3 +408,27 @@ def test_feedback_whose_graph_is_gone_still_shows_variables_and_feedback():
     assert parts["Variables"] == ["(float) x=2.0"]
     assert parts["Feedback"] == ["Still too small."]
     assert "Code" in parts and parts["Code"] == []
+
+
+def test_trainable_call_is_matched_to_a_source_parameter_named_after_the_file():
+    # A script runs as __main__, but its source parameter may be named after the file.
+    g = TraceGraph()
+    response = g.value("Spanish")
+    out = g.call("Agent.decide_lang", {"response": response}, returns="es", module="__main__",
+                 source="    @tracer.bundle(trainable=True)\n" + DECIDE_LANG.split("\n", 1)[1], trainable=True)
+    params = [ParamState("agent.Agent.decide_lang", "code", DECIDE_LANG, kind="source",
+                         signature="(self, response)")]
+    parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=params)))
+    assert parts["Code"] == ["decide_lang_output = decide_lang(response=response, __code=decide_lang_code)"]
+
+
+def test_two_methods_of_the_same_name_are_not_confused():
+    g = TraceGraph()
+    v = g.value(1)
+    out = g.call("B.run", {"v": v}, returns=2, module="app", source="def run(v):\n    return v + 2\n",
+                 trainable=True)
+    params = [ParamState("app:A.run", "code", "def run(v):\n    return v + 1\n", kind="source", signature="(v)"),
+              ParamState("app:B.run", "code", "def run(v):\n    return v + 2\n", kind="source", signature="(v)")]
+    parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=params)))
+    code_var = analyse(g.step_input(feedback={out: "ok"}, params=params)).names_to_params
+    assert parts["Code"] == [f"run_output = run(v=v, __code={[k for k, p in code_var.items() if p == 'app:B.run'][0]})"]
