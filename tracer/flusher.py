@@ -450,24 +450,21 @@ class Flusher:
             self._queue.popleft()
             self._count_sent(msg, generation)
             with self._sent:
-                self._sent_seq = seq
+                self._sent_seq = max(self._sent_seq, seq)
                 self._sent.notify_all()
 
     def _split_or_drop_front(self, error: ProtocolError) -> None:
-        """The first queued message cannot be encoded: send a batch in halves, drop anything else.
+        """The first queued message cannot be encoded: send it in halves, or drop it if it is one item.
 
-        Halving isolates a bad event (or fits a batch of large summaries
-        under the frame limit); a single event that still fails is dropped
-        and counted, so one bad value never blocks the events behind it.
+        Halving isolates a bad event or definition (or fits a batch of large
+        summaries under the frame limit); a single item that still fails is
+        dropped and counted, so one bad value never blocks what is behind it.
         """
         with self.resolver_lock:
             seq, msg = self._queue.popleft()
-            if isinstance(msg, m.EventBatch) and len(msg.events) > 1:
-                half = len(msg.events) // 2
-                first = m.EventBatch(episode=msg.episode, events=msg.events[:half], dropped=msg.dropped)
-                second = m.EventBatch(episode=msg.episode, events=msg.events[half:], dropped=0)
-                self._queue.appendleft((seq, second))
-                self._queue.appendleft((seq, first))
+            halves = _halves(msg)
+            if halves is not None:
+                self._queue.extendleft((seq, half) for half in reversed(halves))
                 return
         self._note_error(error)
         if isinstance(msg, m.EventBatch):
@@ -476,18 +473,18 @@ class Flusher:
                 self._unreported_drops += msg.dropped  # the count it carried must still reach the daemon
             self._drop(len(msg.events))
         with self._sent:
-            self._sent_seq = seq
+            self._sent_seq = max(self._sent_seq, seq)
             self._sent.notify_all()
 
     def _start_connection(self, generation: int) -> None:
-        """Tell a daemon that has never seen this process everything it needs."""
+        """Put everything a daemon that has never seen this process needs first in the queue."""
         with self.resolver_lock:
+            # Queued Definitions are all part of `everything`: do not send them twice.
+            queue = deque(item for item in self._queue if not isinstance(item[1], m.Definitions))
             everything = self._definitions.everything()
             if everything is not None:
-                self._transport.send(everything, generation=generation)
-                self.stats.definitions_sent += 1
-            # Queued Definitions are all part of `everything`: do not send them twice.
-            self._queue = deque(item for item in self._queue if not isinstance(item[1], m.Definitions))
+                queue.appendleft((self._sent_seq, everything))
+            self._queue = queue
             previous, self._connection_generation = self._connection_generation, generation
             if previous is not None and self._episode_sent_on is not None and self._episode_sent_on != generation:
                 # The new daemon never saw this episode's value nodes: start a fresh one.
@@ -521,3 +518,25 @@ class Flusher:
     def _note_error(self, exc: BaseException) -> None:
         self.stats.internal_errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
+
+def _halves(msg: Any) -> tuple[Any, Any] | None:
+    """`msg` as two smaller messages of the same kind, or None if it holds one item or less."""
+    if isinstance(msg, m.EventBatch) and len(msg.events) > 1:
+        half = len(msg.events) // 2
+        return (m.EventBatch(episode=msg.episode, events=msg.events[:half], dropped=msg.dropped),
+                m.EventBatch(episode=msg.episode, events=msg.events[half:], dropped=0))
+    if isinstance(msg, m.Definitions):
+        items = [("functions", d) for d in msg.functions] + [("params", d) for d in msg.params] + \
+                [("sites", d) for d in msg.sites]
+        if len(items) > 1:
+            half = len(items) // 2
+            return tuple(_definitions_of(part) for part in (items[:half], items[half:]))  # type: ignore[return-value]
+    return None
+
+
+def _definitions_of(items: list[tuple[str, Any]]) -> m.Definitions:
+    grouped: dict[str, list] = {"functions": [], "params": [], "sites": []}
+    for field_name, definition in items:
+        grouped[field_name].append(definition)
+    return m.Definitions(**grouped)

@@ -258,11 +258,14 @@ class Runtime:
 
     def _tracing_off(self, reason: str) -> bool:
         self.tracing_off_reason = reason
-        # Nothing will drain the buffers: marked code must stop recording.
-        from tracer import hooks
+        try:
+            # Nothing will drain the buffers: marked code must stop recording.
+            from tracer import hooks
 
-        hooks.disable()
-        buffers.drain()
+            hooks.disable()
+            buffers.drain()
+        except Exception as exc:  # the hot path itself is broken: still say why, once
+            reason = f"{reason} (and the hooks could not be turned off: {type(exc).__name__}: {exc})"
         one_line = " ".join(reason.split())
         try:
             print(f"trace-live: tracing is off: {one_line}", file=sys.stderr, flush=True)

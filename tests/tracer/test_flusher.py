@@ -391,3 +391,20 @@ def test_backpressure_gives_up_after_its_timeout_when_the_flusher_is_busy(server
     flusher.backpressure(timeout=0.2)
     assert 0.2 <= time.monotonic() - started < 0.6
     release.set()
+
+
+def test_a_parameter_msgpack_cannot_carry_does_not_keep_the_other_definitions_from_the_daemon(server, transport, make_flusher):
+    registries = Registries()
+    registries.params.append(m.ParamDef(name="weird", type="set", value={1, 2}, kind="global"))
+    flusher = make_flusher(definitions=DefinitionTracker(registries))
+    record_calls(1)
+    assert flushed(flusher, transport, 5)
+    definitions = server.messages(m.Definitions)
+    assert sorted(f.id for d in definitions for f in d.functions) == [FUNC, TRAINABLE_FUNC]
+    assert [p.name for d in definitions for p in d.params] == ["prompt"]
+    assert flusher.stats.internal_errors == 1 and "weird" not in str(definitions)
+    assert len(called_funcs_of(server)) == 1
+
+
+def called_funcs_of(server):
+    return [e for b in server.messages(m.EventBatch) for e in b.events if e[0] == "call"]
