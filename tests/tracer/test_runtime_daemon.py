@@ -24,7 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 PROGRAM = """\
 import sys
 from tracer import runtime
-runtime.start(runtime.RuntimeConfig(session="greeter", autostart={autostart}))
+if "--in-process" in sys.argv:
+    from optimizer_service.in_process import start_in_process
+    runtime.start(runtime.RuntimeConfig(session="greeter", service_factory=start_in_process))
+else:
+    runtime.start(runtime.RuntimeConfig(session="greeter", autostart={autostart}))
 import tracer
 from tracer import marking
 from protocol import messages as m
@@ -97,3 +101,11 @@ def test_with_autostart_the_first_process_starts_the_daemon(env):
     assert "trace-live:" not in result.stderr
     locations = Locations(socket=Path(env.socket), state_dir=Path(env.state_dir))
     assert daemon_lock_held(locations)
+
+
+def test_in_process_mode_steps_without_a_daemon(env):
+    result = run_program(env, "--in-process", "--step")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["first line sees hello", "step 1 [('prompt', True)] now hello!"]
+    assert "trace-live:" not in result.stderr
+    assert not Path(env.socket).exists()  # no daemon was started or used
