@@ -32,6 +32,7 @@ from optimizer_service.store import Store
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S: Final = 10.0
+IN_PROCESS_LOG: Final = "in-process.log"
 
 
 class InProcessStartError(RuntimeError):
@@ -45,11 +46,12 @@ class InProcessService:
         self._dir = Path(tempfile.mkdtemp(prefix="trace-live-"))  # mkdtemp makes it 0700
         self.socket_path = str(self._dir / "s.sock")
         state = state_dir()
+        _log_to_file(state / IN_PROCESS_LOG)
         self.store = Store(state / "state.sqlite3")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-step")
         manager = SessionManager(self.store, self._executor, load_factory(optimizer))
         self.server = DaemonServer(manager, socket_path=self.socket_path, database=str(self.store.path),
-                                   log_file="", state_dir=str(state), max_frame_size=DEFAULT_MAX_FRAME,
+                                   log_file=str(state / IN_PROCESS_LOG), state_dir=str(state), max_frame_size=DEFAULT_MAX_FRAME,
                                    auth_token=os.environ.get("TRACE_AUTH_TOKEN") or None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -85,6 +87,24 @@ class InProcessService:
             self._thread.join(timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _log_to_file(path: Path) -> None:
+    """Send the service's log records to its own file, never into the program's logging.
+
+    The program may have configured the root logger (basicConfig): our
+    records must not appear in its output.
+    """
+    logger = logging.getLogger("optimizer_service")
+    logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, "trace_live_in_process", False)]:
+        logger.removeHandler(old)  # a service started earlier in this process, maybe another state dir
+        old.close()
+    handler = logging.FileHandler(path, encoding="utf-8", delay=True)
+    handler.trace_live_in_process = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def start_in_process(optimizer: str | None = None) -> InProcessService:

@@ -52,3 +52,28 @@ def test_trace_run_in_process_needs_no_daemon(env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "Be long."
     assert not os.path.exists(env.socket)  # no daemon was started
+
+
+def test_in_process_service_logs_to_its_file_not_to_the_programs_logging(env, monkeypatch):
+    import logging
+
+    class Collect(logging.Handler):
+        records: list = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    program_handler = Collect(level=logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(program_handler)  # what logging.basicConfig in the program would do
+    monkeypatch.setenv("TRACE_STATE_DIR", env.state_dir)
+    try:
+        service = start_in_process(optimizer=SCRIPTED)
+        try:
+            Client(service.socket_path, "quiet").status()
+        finally:
+            service.stop()
+    finally:
+        root.removeHandler(program_handler)
+    assert not [r for r in program_handler.records if r.name.startswith("optimizer_service")]
+    assert "joined session 'quiet'" in open(os.path.join(env.state_dir, "in-process.log")).read()
