@@ -8,20 +8,10 @@ into #Inputs (roots), #Others (intermediate) and #Outputs (what feedback
 was given on). Rendering to text under a token budget is `instance.py`'s job;
 this module decides names and structure only.
 
-Which operations are lines of #Code:
-
-- an operation with traced operations inside it (a marked call in op mode,
-  or a marked call that called other marked functions) is shown through
-  them, like opto shows the operators inside a function it did not bundle;
-- a call of a trainable function is one line whatever it did inside (its
-  body is the variable the LLM edits), with `__code=<variable>` as opto
-  writes it;
-- an operation whose output nothing shown produces is kept, so that every
-  value mentioned has a producer or is an input.
+Which operations become lines, and their order, is `selection.py`'s job.
 """
 from __future__ import annotations
 
-import heapq
 import inspect
 import textwrap
 from collections import deque
@@ -31,6 +21,8 @@ from typing import Any
 import networkx as nx
 
 from optimizer_service.optoprime import operations
+from optimizer_service.optoprime.selection import (code_variable_of, code_variables, execution_order,
+                                                   shown_operations)
 from optimizer_service.optoprime.naming import NameTable, identifier, output_base, short_name
 from optimizer_service.optoprime.prompts import REJECTIONS_HEADER
 from optimizer_service.step_types import ParamState, StepInput
@@ -107,289 +99,164 @@ def variable_names(params: dict[str, ParamState], table: NameTable) -> dict[str,
 
 
 def analyse(problem: StepInput) -> ProblemGraph:
-    graph: nx.DiGraph = problem.graph
-    table = NameTable()
-    var_names = variable_names(problem.params, table)
-    variables = []
-    for pname, state in problem.params.items():
-        type_label, text = render_param_value(state)
-        variables.append(VariableEntry(pname, var_names[pname], type_label, text, state.constraint))
-    code_var_for_func = _code_variables(problem.params, var_names)
+    """Names, #Code lines, documentation and classified values of `problem` (one pass over its graph)."""
+    return _Analysis(problem).run()
 
-    nodes = graph.nodes
-    op_keys = [n for n, a in nodes(data=True) if a.get("kind") in ("call", "op")]
-    op_set = set(op_keys)
-    shown = _shown_operations(graph, op_keys, op_set, code_var_for_func)
-    order = _execution_order(graph, shown)
 
-    feedback_keys = [f.node for f in problem.feedback]
-    feedback_set = set(feedback_keys)
-    values: dict[Any, ValueEntry] = {}
-    ops: list[OpEntry] = []
-    docs_seen: set[str] = set()
+class _Analysis:
+    """The state of one `analyse` call: the name table and the values named so far."""
 
-    def name_root(key: Any, candidates: list[str]) -> None:
-        param = nodes[key].get("param") if key in graph else None
-        if param and param not in problem.params:
-            candidates = [short_name(param), *candidates]   # a non-trainable parameter: its own name
-        type_label, text = render_summary(nodes[key].get("summary"))
-        values[key] = ValueEntry(table.allocate_first_free(candidates), type_label, text, INPUT)
+    def __init__(self, problem: StepInput) -> None:
+        self.problem = problem
+        self.graph: nx.DiGraph = problem.graph
+        self.nodes = self.graph.nodes
+        self.table = NameTable()
+        self.var_names = variable_names(problem.params, self.table)
+        self.code_lookup = code_variables(problem.params, self.var_names)
+        self.feedback_keys = [f.node for f in problem.feedback]
+        self.feedback_set = set(self.feedback_keys)
+        self.values: dict[Any, ValueEntry] = {}
+        self.docs_seen: set[str] = set()
 
-    for op in order:
-        attrs = nodes[op]
-        in_edges = list(graph.pred[op].items())
-        if attrs.get("kind") == "op":
-            in_edges.sort(key=lambda item: item[1].get("arg") if isinstance(item[1].get("arg"), int) else 0)
-        outputs = [v for v in graph.succ[op] if nodes[v].get("kind") == "value"]
-        anchor = False
-        arg_names: list[tuple[Any, str]] = []     # (edge arg, value name)
-        reads: list[str] = []
-        input_keys: list[Any] = []
+    def run(self) -> ProblemGraph:
+        variables = []
+        for pname, state in self.problem.params.items():
+            type_label, text = render_param_value(state)
+            variables.append(VariableEntry(pname, self.var_names[pname], type_label, text, state.constraint))
+        op_keys = [n for n, a in self.nodes(data=True) if a.get("kind") in ("call", "op")]
+        shown = shown_operations(self.graph, op_keys, set(op_keys), self.code_lookup)
+        ops = [self._operation(op) for op in execution_order(self.graph, shown)]
+        outputs = self._outputs()
+        result = ProblemGraph(variables, ops, self.values, outputs, _feedback_text(self.problem, self.values),
+                              names_to_params={v: k for k, v in self.var_names.items()})
+        result.distance = _anchor_distances(ops)
+        return result
 
-        if attrs.get("kind") == "op":
-            site = attrs.get("site") or {}
-            text = str(site.get("text") or "")
-            shape = operations.site_shape(text, str(site.get("opname") or site.get("op") or ""))
-            base = shape.base
-            matched = operations.operands_for(shape, len(in_edges))
-        else:
+    # -- one operation -------------------------------------------------------
+    def _operation(self, op: Any) -> OpEntry:
+        attrs = self.nodes[op]
+        in_edges = list(self.graph.pred[op].items())
+        is_call = attrs.get("kind") != "op"
+        if is_call:
             func = attrs.get("func") or {}
             function_name = identifier(short_name(func.get("qualname") or f"function_{func.get('id', '')}"), "call")
             base = output_base(function_name)
-            signature_names = _signature_names(func.get("signature"))
+            shape = matched = None
+        else:
+            in_edges.sort(key=lambda item: item[1].get("arg") if isinstance(item[1].get("arg"), int) else 0)
+            site = attrs.get("site") or {}
+            shape = operations.site_shape(str(site.get("text") or ""),
+                                          str(site.get("opname") or site.get("op") or ""))
+            base = shape.base
+            matched = operations.operands_for(shape, len(in_edges))
 
+        anchor = False
+        arguments: list[tuple[Any, str]] = []     # (edge arg, value name)
+        reads: list[str] = []
+        input_keys: list[Any] = []
+        signature_names = _signature_names(func.get("signature")) if is_call else None
         for position, (value_key, edge) in enumerate(in_edges):
-            value_attrs = nodes[value_key]
-            param = value_attrs.get("param")
+            param = self.nodes[value_key].get("param")
             arg = edge.get("arg")
-            if param in var_names:
-                name = var_names[param]
+            if param in self.var_names:
+                name = self.var_names[param]
                 anchor = True
             else:
-                if value_key not in values:
-                    if attrs.get("kind") == "op":
-                        operand = matched[position] if matched else None
-                        own = operand.identifier if operand else None
-                        role = operand.role if operand else f"arg{position}"
-                        name_root(value_key, ([own] if own else []) + [f"{base}_{role}"])
-                    else:
-                        name_root(value_key, [str(arg) if isinstance(arg, str) else f"{base}_arg{position}"])
-                name = values[value_key].name
+                if value_key not in self.values:
+                    self._name_input(value_key, self._input_candidates(is_call, arg, position, base, matched))
+                name = self.values[value_key].name
                 input_keys.append(value_key)
-            if attrs.get("kind") == "call" and param and arg == param and \
+            if is_call and param and arg == param and \
                     (arg not in signature_names if signature_names is not None else not str(arg).isidentifier()):
                 reads.append(name)      # a parameter read inside the body, not an argument
             else:
-                arg_names.append((arg, name))
+                arguments.append((arg, name))
 
+        outputs = [v for v in self.graph.succ[op] if self.nodes[v].get("kind") == "value"]
         out_names = []
         for value_key in outputs:
-            if value_key not in values:
-                type_label, text = render_summary(nodes[value_key].get("summary"))
-                values[value_key] = ValueEntry(table.allocate(f"{base}_output"), type_label, text, OTHER)
-            out_names.append(values[value_key].name)
-            if value_key in feedback_set:
-                anchor = True
+            if value_key not in self.values:
+                type_label, text = render_summary(self.nodes[value_key].get("summary"))
+                self.values[value_key] = ValueEntry(self.table.allocate(f"{base}_output"), type_label, text, OTHER)
+            out_names.append(self.values[value_key].name)
+            anchor = anchor or value_key in self.feedback_set
 
-        if attrs.get("kind") == "op":
-            site = attrs.get("site") or {}
-            text = str(site.get("text") or "").strip()
-            names = [name for _, name in arg_names]
-            if matched:
-                expression = operations.substitute(text, matched, names)
-            else:
-                expression = f"{base}({', '.join(names)})" + (f"  # {text}" if text else "")
-            doc_key = f"op:{base}"
-            doc = f"[{base}] the Python operation `{text}`" if text else f"[{base}] a Python operation"
-        else:
-            func = attrs.get("func") or {}
-            parts = [f"{arg}={name}" if isinstance(arg, str) else name for arg, name in arg_names]
-            code_var = _code_variable_of(attrs, func, code_var_for_func)
-            if code_var:
-                parts.append(f"__code={code_var}")
-                anchor = True
-            expression = f"{function_name}({', '.join(parts)})"
-            if reads:
-                expression += f"  # reads {', '.join(reads)}"
+        if is_call:
+            code_var = code_variable_of(attrs, func, self.code_lookup)
+            anchor = anchor or code_var is not None
+            expression = _call_expression(function_name, arguments, code_var, reads)
             doc_key = f"call:{func.get('module')}:{func.get('qualname') or function_name}"
             doc = f"[{function_name}] {_function_doc(func)}"
+        else:
+            text = str((attrs.get("site") or {}).get("text") or "").strip()
+            names = [name for _, name in arguments]
+            expression = operations.substitute(text, matched, names) if matched else \
+                f"{base}({', '.join(names)})" + (f"  # {text}" if text else "")
+            doc_key = f"op:{base}"
+            doc = f"[{base}] the Python operation `{text}`" if text else f"[{base}] a Python operation"
 
         error = attrs.get("error")
         if error:
             anchor = True
             error_key = ("error", op)
-            message = f"{error.get('type', 'Exception')}: {error.get('message', '')}"
-            if error.get("traceback"):
-                message += "\n" + str(error["traceback"]).rstrip()
-            values[error_key] = ValueEntry(table.allocate(f"{base}_error"), str(error.get("type") or "Exception"),
-                                           message, OUTPUT)
-            outputs = outputs + [error_key]
-            out_names.append(values[error_key].name)
+            self.values[error_key] = _error_value(self.table.allocate(f"{base}_error"), error)
+            outputs.append(error_key)
+            out_names.append(self.values[error_key].name)
 
+        if doc_key in self.docs_seen:
+            doc = ""
+        self.docs_seen.add(doc_key)
         line = f"{', '.join(out_names)} = {expression}" if out_names else expression
-        if doc_key in docs_seen:
-            doc_key, doc = "", ""
-        else:
-            docs_seen.add(doc_key)
-        ops.append(OpEntry(line, doc_key, doc, input_keys, outputs, anchor))
+        return OpEntry(line, doc_key, doc, input_keys, outputs, anchor)
 
-    outputs_in_order = []
-    for key in feedback_keys:
-        if key not in values and key in graph and nodes[key].get("kind") == "value":
-            # Feedback on a value no shown operation produced (a root, or an
-            # output of a trainable call's insides): still an output.
-            param = nodes[key].get("param")
-            if param in var_names:
-                continue
-            name_root(key, ["output"])
-        if key in values:
-            values[key].role = OUTPUT
-            if key not in outputs_in_order:
-                outputs_in_order.append(key)
+    @staticmethod
+    def _input_candidates(is_call: bool, arg: Any, position: int, base: str,
+                          matched: tuple[operations.Operand, ...] | None) -> list[str]:
+        """Names for an input nothing shown produced: its argument name, or its operand's own name/role."""
+        if is_call:
+            return [str(arg) if isinstance(arg, str) else f"{base}_arg{position}"]
+        operand = matched[position] if matched else None
+        own = [operand.identifier] if operand and operand.identifier else []
+        return own + [f"{base}_{operand.role if operand else f'arg{position}'}"]
 
-    feedback = _feedback_text(problem, values)
-    result = ProblemGraph(variables, ops, values, outputs_in_order, feedback,
-                          names_to_params={v: k for k, v in var_names.items()})
-    result.distance = _anchor_distances(ops)
-    return result
+    def _name_input(self, key: Any, candidates: list[str]) -> None:
+        param = self.nodes[key].get("param") if key in self.graph else None
+        if param and param not in self.problem.params:
+            candidates = [short_name(param), *candidates]   # a non-trainable parameter: its own name
+        type_label, text = render_summary(self.nodes[key].get("summary"))
+        self.values[key] = ValueEntry(self.table.allocate_first_free(candidates), type_label, text, INPUT)
 
-
-# -- helpers -------------------------------------------------------------------
-
-def _code_variables(params: dict[str, ParamState], var_names: dict[str, str]) -> dict[str, str]:
-    """Lookup keys -> code variable name, to find which call runs which trainable source.
-
-    A source parameter's name is not always its function's "module:qualname"
-    (a script's module is "__main__" in the process but may be named after
-    its file in the session), so every dotted suffix of the name is a key
-    ("agent.Agent.greet" -> "Agent.greet", "greet") unless two parameters
-    share it, and so is the normalised source text.
-    """
-    lookup: dict[str, str] = {}
-    ambiguous: set[str] = set()
-    for pname, state in params.items():
-        if not (state.kind == "source" or state.type == "code"):
-            continue
-        name = var_names[pname]
-        keys = {pname}
-        tail = pname.rsplit(":", 1)[-1]
-        parts = tail.split(".")
-        keys.update(".".join(parts[i:]) for i in range(len(parts)))
-        if isinstance(state.value, str):
-            keys.add("source:" + _normalised_source(state.value))
-        for key in keys:
-            if key in lookup and lookup[key] != name:
-                ambiguous.add(key)
-            lookup.setdefault(key, name)
-    for key in ambiguous:
-        del lookup[key]
-    return lookup
+    def _outputs(self) -> list[Any]:
+        """Values with feedback, in feedback order (named now if no shown operation produced them)."""
+        ordered = []
+        for key in self.feedback_keys:
+            if key not in self.values and key in self.graph and self.nodes[key].get("kind") == "value":
+                if self.nodes[key].get("param") in self.var_names:
+                    continue
+                # Feedback on a root, or on a value made inside a trainable call.
+                self._name_input(key, ["output"])
+            if key in self.values:
+                self.values[key].role = OUTPUT
+                if key not in ordered:
+                    ordered.append(key)
+        return ordered
 
 
-def _normalised_source(source: str) -> str:
-    """Source without indentation and decorators: what a function's FunctionDef and its parameter share."""
-    lines = textwrap.dedent(source).strip().splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith(("def ", "async def ")):
-            return "\n".join(lines[index:]).strip()
-    return "\n".join(lines)
+def _call_expression(function_name: str, arguments: list[tuple[Any, str]], code_var: str | None,
+                     reads: list[str]) -> str:
+    parts = [f"{arg if arg.isidentifier() else identifier(arg)}={name}" if isinstance(arg, str) else name
+             for arg, name in arguments]
+    if code_var:
+        parts.append(f"__code={code_var}")     # opto's spelling for the code a trainable operator runs
+    expression = f"{function_name}({', '.join(parts)})"
+    return expression + (f"  # reads {', '.join(reads)}" if reads else "")
 
 
-def _code_variable_of(attrs: dict, func: dict, lookup: dict[str, str]) -> str | None:
-    if not lookup or not func:
-        return None
-    qualname = str(func.get("qualname") or "")
-    for candidate in (attrs.get("code_param"), f"{func.get('module')}:{qualname}", qualname,
-                      "source:" + _normalised_source(str(func.get("source") or ""))):
-        if candidate and candidate in lookup:
-            return lookup[candidate]
-    return None
-
-
-def _shown_operations(graph: nx.DiGraph, op_keys: list, op_set: set, code_lookup: dict[str, str]) -> set:
-    nodes = graph.nodes
-
-    def collapses(op: Any) -> bool:
-        attrs = nodes[op]
-        return attrs.get("kind") == "call" and _code_variable_of(attrs, attrs.get("func") or {}, code_lookup) \
-            is not None
-
-    hidden: dict[Any, bool] = {}
-    for op in op_keys:
-        chain = []
-        current = op
-        while current not in hidden:
-            parent = nodes[current].get("parent")
-            if parent is None or parent not in op_set or parent in chain or parent == current:
-                hidden[current] = False
-                break
-            chain.append(current)
-            current = parent
-        for node in reversed(chain):
-            parent = nodes[node]["parent"]
-            hidden[node] = hidden[parent] or collapses(parent)
-
-    expanded = {nodes[op].get("parent") for op in op_keys if not hidden[op]} & op_set
-    shown = {op for op in op_keys if not hidden[op] and op not in expanded}
-    # A value that only an expanded call produced (its return value was not
-    # the output of any operation inside it) keeps that call as a line.
-    for op in expanded:
-        for value in graph.succ[op]:
-            if not any(p in shown for p in graph.pred[value]):
-                shown.add(op)
-                break
-    return shown
-
-
-def _sort_key(node: Any) -> tuple:
-    # Values first (they only unlock operations), then operations by client
-    # and id: op ids are handed out in execution order, so among the
-    # operations that are ready the earliest one comes first.
-    if isinstance(node, tuple) and len(node) == 3 and isinstance(node[1], int) and isinstance(node[2], int):
-        return (0 if node[0] == "v" else 1, node[1], node[2], "")
-    return (2, 0, 0, repr(node))
-
-
-def _execution_order(graph: nx.DiGraph, shown: set) -> list:
-    """The shown operations in execution order (Kahn's algorithm, linear but for a heap of ready ops).
-
-    Values are released as soon as they are ready (they only unlock
-    operations); among ready operations the one with the smallest id comes
-    first, and op ids are handed out in execution order.
-    """
-    nodes = graph.nodes
-    succ = graph.succ
-    remaining = dict(graph.in_degree())
-    ready_values = []
-    ready_ops: list[tuple[tuple, Any]] = []
-    for node, degree in remaining.items():
-        if degree == 0:
-            if nodes[node].get("kind") == "value":
-                ready_values.append(node)
-            else:
-                ready_ops.append((_sort_key(node), node))
-    heapq.heapify(ready_ops)
-    order = []
-    processed = 0
-    while ready_values or ready_ops:
-        if ready_values:
-            node = ready_values.pop()
-        else:
-            node = heapq.heappop(ready_ops)[1]
-            if node in shown:
-                order.append(node)
-        processed += 1
-        for child in succ[node]:
-            remaining[child] -= 1
-            if remaining[child] == 0:
-                if nodes[child].get("kind") == "value":
-                    ready_values.append(child)
-                else:
-                    heapq.heappush(ready_ops, (_sort_key(child), child))
-    if processed < len(remaining):
-        # A cycle cannot come from real provenance; fall back to event order.
-        return sorted(shown, key=_sort_key)
-    return order
+def _error_value(name: str, error: dict) -> ValueEntry:
+    message = f"{error.get('type', 'Exception')}: {error.get('message', '')}"
+    if error.get("traceback"):
+        message += "\n" + str(error["traceback"]).rstrip()
+    return ValueEntry(name, str(error.get("type") or "Exception"), message, OUTPUT)
 
 
 def _signature_names(signature: Any) -> set[str] | None:
