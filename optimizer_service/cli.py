@@ -4,7 +4,7 @@
     trace-daemon start                 start detached unless one is running
     trace-daemon stop                  stop it
     trace-daemon status [--json]       pid, uptime, sessions, processes, versions, LLM use
-    trace-daemon graph SESSION [--episode N] [--format dot|graphml|json] [-o FILE]
+    trace-daemon graph SESSION [--episode N | --step N] [--format dot|graphml|json] [-o FILE]
     trace-daemon rollback SESSION [VERSION]
     trace-daemon export SESSION [--format json|diff] [-o FILE]
 
@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser("graph", help="export the execution graph of a session's live episodes")
     graph.add_argument("session")
-    graph.add_argument("--episode", type=int, help="only episode N (default: every live episode)")
+    which = graph.add_mutually_exclusive_group()
+    which.add_argument("--episode", type=int, help="only live episode N (default: every live episode)")
+    which.add_argument("--step", type=int, help="the feedback subgraph past step N was given (from the database)")
     graph.add_argument("--format", choices=FORMATS, default="dot")
     graph.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
 
@@ -108,10 +110,43 @@ def _status(args: argparse.Namespace, locations: Any) -> int:
 
 
 def _graph(args: argparse.Namespace, locations: Any) -> int:
-    with AdminClient(str(locations.socket), timeout=60.0) as client:
-        text = client.request("graph", session=args.session, episode=args.episode, format=args.format)
+    if args.step is not None:
+        text = _step_graph(locations, args.session, args.step, args.format)
+    else:
+        with AdminClient(str(locations.socket), timeout=60.0) as client:
+            text = client.request("graph", session=args.session, episode=args.episode, format=args.format)
     _emit(text, args.output)
     return 0
+
+
+def _step_graph(locations: Any, session: str, step_index: int, fmt: str) -> str:
+    """The feedback subgraph step `step_index` was given, from the database (no daemon needed)."""
+    import networkx as nx
+
+    from optimizer_service.graph_export import export_graph
+    from optimizer_service.store import Store
+    store = Store(locations.database)
+    try:
+        store.session(session)  # raises UnknownSession naming the known ones
+        steps = store.steps(session)
+        chosen = [s for s in steps if s["step_index"] == step_index]
+        if not chosen:
+            raise CommandFailed(f"session {session!r} has no step {step_index} "
+                                f"(steps: {', '.join(str(s['step_index']) for s in steps) or 'none'})")
+        data = store.step_subgraph(chosen[-1]["id"])
+    finally:
+        store.close()
+    if data is None:
+        raise CommandFailed(f"step {step_index} of session {session!r} was too large to keep its graph")
+    # JSON turned the tuple node keys into lists: make them keys again.
+    for node in data["nodes"]:
+        node["id"] = tuple(node["id"])
+        for attr in ("producer", "parent"):
+            if isinstance(node.get(attr), list):
+                node[attr] = tuple(node[attr])
+    for edge in data["edges"]:
+        edge["source"], edge["target"] = tuple(edge["source"]), tuple(edge["target"])
+    return export_graph(nx.node_link_graph(data, edges="edges"), fmt)
 
 
 def _rollback(args: argparse.Namespace, locations: Any) -> int:

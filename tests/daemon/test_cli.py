@@ -129,3 +129,17 @@ def test_export_writes_the_latest_parameters_even_after_the_daemon_stopped(env, 
     assert "v1" in target.read_text()
     unknown = env.cli("export", "nope")
     assert unknown.returncode == 1 and "nope" in unknown.stderr
+
+
+def test_graph_of_a_past_step_comes_from_the_database(env, daemon):
+    client = Client(env.socket, "h")
+    out = client.run_episode(1, "hello")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    client.step()
+    daemon.terminate()
+    daemon.wait(10)
+    dot = env.cli("graph", "h", "--step", "0")
+    assert dot.returncode == 0, dot.stderr
+    assert "prompt = 'hello'" in dot.stdout and "answer()" in dot.stdout
+    missing = env.cli("graph", "h", "--step", "5")
+    assert missing.returncode == 1 and "has no step 5 (steps: 0)" in missing.stderr

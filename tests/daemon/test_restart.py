@@ -62,3 +62,27 @@ def test_a_client_reconnecting_after_restart_is_a_new_client_of_the_same_session
         assert after.welcome.session == "s"
     finally:
         stop_process(restarted)
+
+
+def test_kill_9_during_a_step_commits_nothing_half_and_the_step_can_be_retried(env):
+    daemon = env.serve()
+    try:
+        client = Client(env.socket, "s")
+        out = client.run_episode(1, "v0")
+        client.send(m.Feedback(episode=1, node=out, text="slow one"))
+        client.send(m.StepRequest(request_id=1, options={"sleep": 30, "suggest": {"prompt": "never"}}))
+        client.status()  # the step is running in the worker now
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+    finally:
+        stop_process(daemon)
+    restarted = env.serve()
+    try:
+        again = Client(env.socket, "s")
+        assert again.welcome.version == 0
+        assert again.request("steps", session="s").data == []
+        done = again.step(suggest={"prompt": "v1"})
+        assert done.version == 1
+        assert json.loads(again.request("steps", session="s").data[0]["reasoning"])["feedback"] == ["slow one"]
+    finally:
+        stop_process(restarted)
