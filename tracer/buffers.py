@@ -14,7 +14,8 @@ counts them (`take_dropped()` reports and resets the count).
 
 Tracing is suppressed per thread by replacing the thread's buffer with
 `None` (see `suppressed()`): hooks treat a `None` buffer as "do not trace",
-which costs them nothing extra.
+which costs them nothing extra. The buffer lives in a per-thread state list
+(`thread_state()`), which the hooks also use for the current call.
 """
 from __future__ import annotations
 
@@ -48,21 +49,31 @@ def _drop_and_count(buffer: list) -> None:
 _overflow: Callable[[list], None] = _drop_and_count
 
 
+def thread_state() -> list:
+    """The calling thread's state: `[buffer or None (suppressed), current call token]`.
+
+    The hooks keep the token of the innermost running marked call in slot 1
+    (see `tracer.hooks`); one thread-local lookup gives them both.
+    """
+    try:
+        return _tls.state
+    except AttributeError:
+        return _new_thread_state()
+
+
 def thread_buffer() -> Optional[list]:
     """The calling thread's buffer, or None while tracing is suppressed in it."""
-    try:
-        return _tls.buf
-    except AttributeError:
-        return _new_thread_buffer()
+    return thread_state()[0]
 
 
-def _new_thread_buffer() -> list:
+def _new_thread_state() -> list:
     buf: list = []
     thread = threading.current_thread()
     with _registry_lock:
         _registry.append((threading.get_ident(), buf, weakref.ref(thread)))
-    _tls.buf = buf
-    return buf
+    state = [buf, None]
+    _tls.state = state
+    return state
 
 
 def drain() -> list[tuple[int, list]]:
@@ -156,18 +167,18 @@ def take_dropped() -> int:
 @contextlib.contextmanager
 def suppressed() -> Iterator[None]:
     """Within this block, nothing the current thread runs is traced."""
-    previous = thread_buffer()
-    _tls.buf = None
+    state = thread_state()
+    previous = state[0]
+    state[0] = None
     try:
         yield
     finally:
-        _tls.buf = previous
+        state[0] = previous
 
 
 def suppress_current_thread() -> None:
     """Never trace the calling thread again (for the flusher and runtime threads)."""
-    thread_buffer()  # register first, so records already buffered still drain
-    _tls.buf = None
+    thread_state()[0] = None  # registered first, so records already buffered still drain
 
 
 def is_suppressed() -> bool:

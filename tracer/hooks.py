@@ -9,22 +9,24 @@ counted in `errors()`).
 
 Per-frame state is a *token* created by `enter` and kept at the bottom of
 the instrumented frame's value stack (invisible to `locals()` and to the
-function's own code): `[op_id, saved_parent_token, frame_state]`. The token
-of the innermost running marked call lives in a ContextVar, so nesting is
-right across threads and asyncio tasks (each task runs in its own context);
-generators swap it at every `yield` and resume.
+function's own code): `[op_id, saved_parent_token, frame_state, thread_state]`.
+The token of the innermost running marked call is "current" (per thread on
+3.11+, per asyncio context on 3.10, see `_IN_CONTEXTVAR`); generators and
+coroutines give it back at every suspension and take it again on resume, so
+nesting is right across threads, asyncio tasks and generators.
 
 Raw records (tuples, first item is the tag) consumed by
 `tracer.provenance.Resolver`:
 
-    ("call", op, func_id, parent_op, args_tuple, thread_ident, t_ns)
+    ("call", op, func_id, parent_op, args_tuple, t_ns)    (the thread is the buffer's)
     ("ret",  op, value, t_ns)
     ("exc",  op, exception, traceback, t_ns)
     ("read", op, name, value)
     ("op",   out_ref, op, site, opname, [input_ref or None, ...])   (op mode, see below)
 
-In op mode "call" carries one `Ref` per argument, "ret" a `Ref` of the
-returned value, and "read" a `Ref` of the parameter's value.
+Op mode uses "callref" (one ref per argument instead of the values),
+"retref" (a ref of the returned value) and "readref" (a ref of the
+parameter's value); refs are described in the op-mode section below.
 """
 from __future__ import annotations
 
@@ -39,9 +41,16 @@ from typing import Any, Iterator, Optional
 from tracer import buffers
 
 _tls = buffers._tls
-_new_thread_buffer = buffers._new_thread_buffer
-_get_ident = threading.get_ident
+_new_thread_state = buffers._new_thread_state
 
+# Where the token of the innermost running marked call lives.
+# 3.11+: in the thread's state list. Every suspension point of a marked frame
+#   (yield, and the yield inside `await` / `yield from`) runs a hook that
+#   gives the slot back to the resumer, so interleaved asyncio tasks and
+#   generators on one thread never see each other's calls.
+# 3.10: YIELD_FROM (await) suspends without a hook point, so the token lives
+#   in a ContextVar instead: every asyncio task runs in its own context.
+_IN_CONTEXTVAR = sys.version_info < (3, 11)
 _current: ContextVar[Optional[list]] = ContextVar("trace_current_call", default=None)
 _next_op = itertools.count(1).__next__
 
@@ -85,32 +94,55 @@ def suppressed() -> Iterator[None]:
         yield
 
 
+def _state() -> list:
+    try:
+        return _tls.state
+    except AttributeError:
+        return _new_thread_state()
+
+
+def _get_current(ts: list) -> Optional[list]:
+    return _current.get() if _IN_CONTEXTVAR else ts[1]
+
+
+def _set_current(ts: list, tok: Optional[list]) -> None:
+    if _IN_CONTEXTVAR:
+        _current.set(tok)
+    else:
+        ts[1] = tok
+
+
 def current_op() -> Optional[int]:
-    """Op id of the innermost marked call running in this context, or None."""
-    tok = _current.get()
+    """Op id of the innermost marked call running here (this thread / task), or None."""
+    tok = _get_current(_state())
     return tok[0] if tok is not None else None
 
 
 def _buffer() -> Optional[list]:
-    try:
-        return _tls.buf
-    except AttributeError:
-        return _new_thread_buffer()
+    return _state()[0]
 
 
 # --- call mode -------------------------------------------------------------
+#
+# A token is [op id, parent token (the resumer's, for generators), op-mode
+# FrameState or None, the thread state it was entered / last resumed in].
 
 
 def _restore_parent(tok: list) -> None:
     """The frame of `tok` stops being the current call: its resumer's call is current again.
 
     Only if it still is current: an exception thrown into a suspended
-    generator (`close()`, `throw()`, garbage collection) leaves it without a
-    resume hook, and then the current call is the thrower's, left as is.
+    generator (`close()`, `throw()`, garbage collection, task cancellation)
+    leaves it without a resume hook, and then the current call is the
+    thrower's, left as is.
     """
-    if _current.get() is tok:
-        _current.set(tok[1])
-
+    if _IN_CONTEXTVAR:
+        if _current.get() is tok:
+            _current.set(tok[1])
+    else:
+        ts = tok[3]
+        if ts[1] is tok:
+            ts[1] = tok[1]
 
 
 def enter(func_id: int, *args: Any) -> Optional[list]:
@@ -119,17 +151,21 @@ def enter(func_id: int, *args: Any) -> Optional[list]:
         return None
     try:
         try:
-            buf = _tls.buf
+            ts = _tls.state
         except AttributeError:
-            buf = _new_thread_buffer()
+            ts = _new_thread_state()
+        buf = ts[0]
         if buf is None:
             return None
-        parent = _current.get()
-        op = _next_op()
-        tok = [op, parent, None]
-        _current.set(tok)
-        buf.append(("call", op, func_id, parent[0] if parent is not None else None,
-                    args, _get_ident(), perf_counter_ns()))
+        if _IN_CONTEXTVAR:
+            parent = _current.get()
+            tok = [_next_op(), parent, None, ts]
+            _current.set(tok)
+        else:
+            parent = ts[1]
+            tok = ts[1] = [_next_op(), parent, None, ts]
+        buf.append(("call", tok[0], func_id, parent[0] if parent is not None else None,
+                    args, perf_counter_ns()))
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
@@ -142,8 +178,13 @@ def leave(tok: Optional[list], value: Any) -> Any:
     """A marked call returns `value` (passed through unchanged)."""
     if tok is not None:
         try:
-            _restore_parent(tok)
-            buf = _buffer()
+            ts = tok[3]
+            if _IN_CONTEXTVAR:
+                if _current.get() is tok:
+                    _current.set(tok[1])
+            elif ts[1] is tok:
+                ts[1] = tok[1]
+            buf = ts[0]
             if buf is not None:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
                 if len(buf) > buffers._limit:
@@ -159,7 +200,7 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
         try:
             _restore_parent(tok)
             if value is not None:
-                buf = _buffer()
+                buf = tok[3][0]
                 if buf is not None:
                     buf.append(("ret", tok[0], value, perf_counter_ns()))
         except BaseException:
@@ -177,7 +218,7 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
             exc = sys.exc_info()[1]
         if isinstance(exc, GeneratorExit) or exc is None:
             return  # a generator being closed is not an error
-        buf = _buffer()
+        buf = tok[3][0]
         if buf is not None:
             buf.append(("exc", tok[0], exc, exc.__traceback__, perf_counter_ns()))
     except BaseException:
@@ -189,7 +230,7 @@ def suspend(tok: Optional[list], value: Any) -> Any:
     if tok is not None:
         try:
             _restore_parent(tok)
-            buf = _buffer()
+            buf = tok[3][0]
             if buf is not None:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
                 if len(buf) > buffers._limit:
@@ -210,11 +251,13 @@ def pause(tok: Optional[list], value: Any) -> Any:
 
 
 def resume(tok: Optional[list]) -> None:
-    """A marked generator was resumed: it is the current call again, under its new resumer."""
+    """A marked generator was resumed (maybe in another thread): it is the current call again."""
     if tok is not None:
         try:
-            tok[1] = _current.get()
-            _current.set(tok)
+            ts = _state()
+            tok[3] = ts
+            tok[1] = _get_current(ts)
+            _set_current(ts, tok)
         except BaseException:
             _count_error()
 
@@ -246,7 +289,7 @@ def read(tok: Optional[list], value: Any, key: Any) -> Any:
                     break
             else:
                 return value
-        buf = _buffer()
+        buf = tok[3][0]
         if buf is not None:
             buf.append(("read", tok[0], rec.name, value))
     except BaseException:
@@ -281,14 +324,10 @@ def _params_registry():
 #   ("s", site)    the result of op `site`     ("?",)       untracked (a fresh node)
 
 
-class Ref:
-    """A value and (once the resolver saw it) its node id."""
-
-    __slots__ = ("node", "value")
-
-    def __init__(self, value: Any, node: Optional[int] = None) -> None:
-        self.node = node
-        self.value = value
+# A "ref" is a plain list `[node id or None, value]`: the resolver fills in
+# the node id when it converts the record that produced it. (A list, not a
+# class: it is allocated on the hot path, and a list is several times cheaper.)
+Ref = list
 
 
 class FrameState:
@@ -332,7 +371,7 @@ def _keep(value):
 
 
 def _same(ref: Ref, value: Any) -> bool:
-    kept = ref.value
+    kept = ref[1]
     return kept is value or (type(kept) is Clipped and type(value) in (str, bytes) and len(value) == kept.length)
 
 
@@ -347,8 +386,8 @@ def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Op
         if ref is not None and (not has_value or _same(ref, value)):
             return ref
     elif kind == "c":
-        return Ref(_keep(entry[1]))
-    return Ref(_keep(value)) if has_value else None
+        return [None, _keep(entry[1])]
+    return [None, _keep(value)] if has_value else None
 
 
 def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
@@ -356,23 +395,21 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
     if not _enabled:
         return None
     try:
-        try:
-            buf = _tls.buf
-        except AttributeError:
-            buf = _new_thread_buffer()
+        ts = _state()
+        buf = ts[0]
         if buf is None:
             return None
-        parent = _current.get()
+        parent = _get_current(ts)
         op = _next_op()
         state = FrameState()
         from_caller = _caller_refs(parent, args)
-        refs = tuple(r if r is not None else Ref(_keep(a)) for r, a in zip(from_caller, args))
+        refs = tuple(r if r is not None else [None, _keep(a)] for r, a in zip(from_caller, args))
         for name, ref in zip(names, refs):
             state.locals[name] = ref
-        tok = [op, parent, state]
-        _current.set(tok)
-        buf.append(("call", op, func_id, parent[0] if parent is not None else None,
-                    refs, _get_ident(), perf_counter_ns()))
+        tok = [op, parent, state, ts]
+        _set_current(ts, tok)
+        buf.append(("callref", op, func_id, parent[0] if parent is not None else None,
+                    refs, perf_counter_ns()))
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
@@ -386,10 +423,10 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
     if tok is not None:
         try:
             _restore_parent(tok)
-            buf = _buffer()
+            buf = tok[3][0]
             if buf is not None:
-                ref = Ref(_keep(value))
-                buf.append(("ret", tok[0], ref, perf_counter_ns()))
+                ref = [None, _keep(value)]
+                buf.append(("retref", tok[0], ref, perf_counter_ns()))
                 parent = tok[1]
                 if parent is not None and parent[2] is not None:
                     parent[2].last_ret = ref
@@ -409,10 +446,11 @@ def op_nested_enter() -> Optional[list]:
     if not _enabled:
         return None
     try:
-        parent = _current.get()
-        if parent is None or _buffer() is None:
+        ts = _state()
+        parent = _get_current(ts)
+        if parent is None or ts[0] is None:
             return None
-        return [parent[0], None, FrameState()]
+        return [parent[0], None, FrameState(), ts]
     except BaseException:
         _count_error()
         return None
@@ -432,9 +470,9 @@ def nested_resume(tok: Optional[list]) -> None:
 
 
 def _record_op(tok: list, state: FrameState, site: int, opname: str, inputs: list, value: Any) -> Ref:
-    out = Ref(_keep(value))
+    out = [None, _keep(value)]
     state.sites[site] = out
-    buf = _buffer()
+    buf = tok[3][0]
     if buf is not None:
         buf.append(("op", out, tok[0], site, opname, inputs))
         if len(buf) > buffers._limit:
@@ -449,8 +487,27 @@ def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -
         return result
     try:
         state = tok[2]
-        inputs = [_resolve(state, entry, values[i], True) for i, entry in enumerate(spec)]
-        _record_op(tok, state, site, opname, inputs, result)
+        inputs = []
+        i = 0
+        for entry in spec:
+            value = values[i]
+            i += 1
+            kind = entry[0]
+            if kind == "l":
+                ref = state.locals.get(entry[1])
+            elif kind == "s":
+                ref = state.sites.get(entry[1])
+            else:
+                ref = None
+            if ref is None or (ref[1] is not value and not _same(ref, value)):
+                ref = [None, _keep(value)]
+            inputs.append(ref)
+        out = state.sites[site] = [None, _keep(result)]
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, inputs))
+            if len(buf) > buffers._limit:
+                buffers.overflow(buf)
     except BaseException:
         _count_error()
     return result
@@ -552,7 +609,7 @@ def op_stored(tok: Optional[list], value: Any, site: int, spec: tuple, opname: s
         for entry in spec:
             if entry[0] == "?":
                 if j < len(captured):
-                    inputs.append(Ref(_keep(captured[j])))
+                    inputs.append([None, _keep(captured[j])])
                 j += 1
             else:
                 ref = _resolve(state, entry, None, False)
@@ -571,7 +628,15 @@ def op_store(tok: Optional[list], value: Any, name: str, source: tuple) -> None:
         return
     try:
         state = tok[2]
-        ref = _resolve(state, source, value, True)
+        kind = source[0]
+        if kind == "l":
+            ref = state.locals.get(source[1])
+        elif kind == "s":
+            ref = state.sites.get(source[1])
+        else:
+            ref = None
+        if ref is None or (ref[1] is not value and not _same(ref, value)):
+            ref = [None, _keep(value)]
         state.locals[name] = ref
     except BaseException:
         _count_error()
@@ -583,15 +648,15 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
         return value
     try:
         state = tok[2]
-        ref = Ref(_keep(value))
+        ref = [None, _keep(value)]
         state.sites[site] = ref
         params = _params_registry()
         if params is not None:
             rec = params.by_global.get(key)
             if rec is not None and rec.get() is value:
-                buf = _buffer()
+                buf = tok[3][0]
                 if buf is not None:
-                    buf.append(("read", tok[0], rec.name, ref))
+                    buf.append(("readref", tok[0], rec.name, ref))
     except BaseException:
         _count_error()
     return value

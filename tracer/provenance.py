@@ -95,6 +95,7 @@ class Resolver:
         self._pending_functions: list[int] = []
         self._pending_sites: list[int] = []
         self._constants: dict[int, frozenset] = {}
+        self._thread = 0
         self.skipped = 0   # events dropped because their call was not seen in this episode
         self.errors = 0    # records that could not be converted
 
@@ -108,10 +109,11 @@ class Resolver:
         """
         events: list[list] = []
         if drained and isinstance(drained[0], tuple) and len(drained[0]) == 2 and isinstance(drained[0][1], list):
-            chunks = [records for _, records in drained]
+            chunks = drained
         else:
-            chunks = [drained]
-        for records in chunks:
+            chunks = [(0, drained)]
+        for thread, records in chunks:
+            self._thread = thread
             for record in records:
                 try:
                     self._convert_one(record, events)
@@ -212,17 +214,17 @@ class Resolver:
 
     def _convert_one(self, record: tuple, events: list) -> None:
         tag = record[0]
-        if tag == "call":
-            self._call(record, events)
-        elif tag == "ret":
+        if tag == "call" or tag == "callref":
+            self._call(record, events, tag == "callref")
+        elif tag == "ret" or tag == "retref":
             _, op, value, t = record
             func_id = self._episode.ops.get(op)
             if func_id is None:
                 self.skipped += 1
                 return
-            if type(value) is hooks.Ref:  # op mode
+            if tag == "retref":  # op mode: [node, value]
                 ref = value
-                node = ref.node = self._output_node(ref.value, events, func_id)
+                node = ref[0] = self._output_node(ref[1], events, func_id)
             else:
                 node = self._output_node(value, events, func_id)
             events.append(["ret", op, node, t])
@@ -234,13 +236,13 @@ class Resolver:
                 return
             events.append(["exc", op, _type_name(exc), _message(exc),
                            annotated_traceback(exc, tb, func_id), t])
-        elif tag == "read":
+        elif tag == "read" or tag == "readref":
             _, op, name, value = record
             if op not in self._episode.ops:
                 self.skipped += 1
                 return
-            if type(value) is hooks.Ref:  # op mode: the load site's Ref
-                node = value.node = self._param_node(name, value.value, events)
+            if tag == "readref":  # op mode: the load site's ref
+                node = value[0] = self._param_node(name, value[1], events)
             else:
                 node = self._param_node(name, value, events)
             events.append(["read", op, name, node])
@@ -249,8 +251,9 @@ class Resolver:
         else:
             self.errors += 1
 
-    def _call(self, record: tuple, events: list) -> None:
-        _, op, func_id, parent, args, thread, t = record
+    def _call(self, record: tuple, events: list, refs: bool) -> None:
+        _, op, func_id, parent, args, t = record
+        thread = self._thread
         ep = self._episode
         ep.ops[op] = func_id
         if parent is not None and parent not in ep.ops:
@@ -264,18 +267,18 @@ class Resolver:
         reads = []
         for name, value in zip(names, args):
             ref = None
-            if type(value) is hooks.Ref:  # op mode: the argument's Ref in the callee's shadow
-                ref, value = value, value.value
+            if refs:  # op mode: the argument's ref in the callee's shadow
+                ref, value = value, value[1]
             record_ = defaults.get(name) if defaults else None
             if record_ is not None and _current_value(record_) is value:
                 node = self._param_node(record_.name, value, events)
                 reads.append(["read", op, record_.name, node])
-            elif ref is not None and ref.node is not None:
-                node = ref.node  # op mode: the caller's own value node for this argument
+            elif ref is not None and ref[0] is not None:
+                node = ref[0]  # op mode: the caller's own value node for this argument
             else:
                 node = self._input_node(value, events)
             if ref is not None:
-                ref.node = node
+                ref[0] = node
             inputs.append([name, node])
         events.append(["call", op, func_id, parent, inputs, thread, t])
         events.extend(reads)
@@ -309,12 +312,13 @@ class Resolver:
         for ref in refs:
             if ref is None:
                 continue
-            if ref.node is None:
+            if ref[0] is None:
                 # untracked by the rewriter: a fresh node (identity-linked only where exact)
-                ref.node = self._input_node(ref.value, events)
-            inputs.append(ref.node)
-        node = out.node = self._value_node(out.value, events)
-        ep.last_result[id(out.value)] = (node, out.value)
+                ref[0] = self._input_node(ref[1], events)
+            inputs.append(ref[0])
+        value = out[1]
+        node = out[0] = self._value_node(value, events)
+        ep.last_result[id(value)] = (node, value)
         events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
 
 

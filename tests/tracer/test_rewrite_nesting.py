@@ -103,13 +103,22 @@ def test_calls_in_concurrent_threads_nest_within_their_own_thread():
         for t in threads:
             t.join()
 
-    _, recs = records_of(run)
-    calls_ = {r[1]: r for r in recs if r[0] == "call"}
-    for op, rec in calls_.items():
-        if marking.registry[rec[2]].qualname.endswith("inner"):
-            parent = calls_[rec[3]]
-            assert parent[4] == rec[4]      # same tag: its own thread's outer
-            assert parent[5] == rec[5]      # same thread ident
+    buffers.drain()
+    run()
+    thread_of = {}
+    calls_ = {}
+    for ident, chunk in buffers.drain():
+        for r in chunk:
+            if r[0] == "call":
+                calls_[r[1]] = r
+                thread_of[r[1]] = ident
+    inner_ops = [op for op, r in calls_.items() if marking.registry[r[2]].qualname.endswith("inner")]
+    assert len(inner_ops) == 2
+    for op in inner_ops:
+        rec = calls_[op]
+        parent = calls_[rec[3]]
+        assert parent[4] == rec[4]                 # same tag: its own thread's outer
+        assert thread_of[rec[3]] == thread_of[op]  # recorded by the same thread
 
 
 def test_calls_in_interleaved_asyncio_tasks_nest_within_their_own_task():
