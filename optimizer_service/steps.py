@@ -169,6 +169,10 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
         # Feedback whose graph is gone (daemon restart) or that touches no
         # parameter directly: show the optimizer every trainable parameter.
         chosen = trainable
+    if not chosen:
+        return StepResult(False, error=f"session {session!r} has no trainable parameter: mark values with "
+                          "tracer.param(...) or functions with @tracer.bundle(trainable=True) (or --param / "
+                          "--trainable)", error_kind=StepError.kind)
     values = current_params(store, session)
     functions_by_name = {f"{f.get('module')}:{f.get('qualname')}": f for f in job.functions.values()}
     params = {name: _param_state(name, definitions[name], values.get(name, {}).get("value"), functions_by_name)
@@ -191,11 +195,11 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
     try:
         output = optimizer.step(problem)
     except StepError as exc:
-        return _commit_failure(store, record, str(exc) or type(exc).__name__, exc.kind, rejection_ids)
+        return _commit_failure(store, record, str(exc) or type(exc).__name__, exc.kind)
     except Exception as exc:  # a bug or an SDK error the optimizer did not wrap
         log.exception("optimizer failed in session %s", session)
         return _commit_failure(store, record, f"the optimizer failed: {type(exc).__name__}: {exc}",
-                               StepError.kind, rejection_ids)
+                               StepError.kind)
 
     accepted, rejected = validate_suggestion(output, params)
     record.prompt, record.response, record.reasoning = output.prompt, output.response, output.reasoning
@@ -230,11 +234,10 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
                       changes=changes, step_id=step_id)
 
 
-def _commit_failure(store: Store, record: StepRecord, error: str, kind: str,
-                    rejection_ids: list[int]) -> StepResult:
+def _commit_failure(store: Store, record: StepRecord, error: str, kind: str) -> StepResult:
     record.finished = time.time()
     record.error, record.error_kind = error, kind
-    # The feedback stays pending so that retrying the step loses nothing.
+    # The feedback and rejections stay pending so that retrying the step loses nothing.
     store.commit_step(record, feedback_ids=[], rejection_ids=[], new_params=None, changes=[], memory=None)
     return StepResult(False, error=error, error_kind=kind)
 

@@ -192,3 +192,11 @@ def test_episode_with_feedback_is_kept_until_a_step_uses_it(env, daemon):
         client.run_episode(episode, "p")
     client.step()
     assert report(steps_of(env, "s")[0])["graph_nodes"] == 3
+
+
+def test_step_in_a_session_without_trainable_parameters_says_how_to_mark_them(env, daemon):
+    client = Client(env.socket, "s")
+    client.send(m.EventBatch(episode=1, events=[["v", 1, {"t": "int", "id": 1, "v": 1}]]))
+    client.send(m.Feedback(episode=1, node=1, text="x"))
+    done = client.step()
+    assert done.version is None and "no trainable parameter" in done.error and "tracer.param" in done.error
