@@ -259,6 +259,10 @@ def _functions_of(obj: Any) -> list[types.FunctionType]:
         return _functions_of(obj.__func__)
     if isinstance(obj, types.FunctionType):
         return [obj]
+    wrapped = getattr(obj, "__wrapped__", None)
+    if wrapped is not None and wrapped is not obj:
+        # a decorator's wrapper (functools.wraps, lru_cache): trace the function it wraps
+        return _functions_of(wrapped)
     raise MarkingError(
         f"cannot trace {obj!r}: only Python functions, methods, classmethods, staticmethods and "
         f"properties can be marked (got {type(obj).__name__})")
@@ -282,8 +286,9 @@ def bundle(trainable: Any = False, granularity: Optional[str] = None):
     """Decorator: trace the function (and with `trainable=True`, make its source a parameter).
 
     Returns the same object it decorates (function, classmethod,
-    staticmethod or property), never a wrapper. `@bundle` without
-    parentheses works too.
+    staticmethod, property, or a decorator's wrapper with `__wrapped__`, whose
+    wrapped function is traced), never a wrapper of its own. `@bundle`
+    without parentheses works too.
     """
     if callable(trainable) or isinstance(trainable, (classmethod, staticmethod, property)):
         func, trainable = trainable, False
