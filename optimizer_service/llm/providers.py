@@ -110,10 +110,13 @@ class OpenAIProvider:
                                  f"(and OPENAI_BASE_URL for an OpenAI-compatible server)") from None
         # Models whose endpoint refused response_format: do not ask again.
         self._no_json_mode: set[str] = set()
+        # Models that want max_completion_tokens instead of max_tokens (OpenAI's reasoning models).
+        self._completion_tokens_models: set[str] = set()
         self._lock = threading.Lock()
 
     def request_params(self, config: LLMConfig) -> dict[str, Any]:
-        params: dict[str, Any] = {"max_tokens": config.max_tokens}
+        limit = "max_completion_tokens" if config.model in self._completion_tokens_models else "max_tokens"
+        params: dict[str, Any] = {limit: config.max_tokens}
         if config.temperature is not None:
             params["temperature"] = config.temperature
         if config.json_mode == "on" or (config.json_mode == "auto" and config.model not in self._no_json_mode):
@@ -126,12 +129,17 @@ class OpenAIProvider:
             response = self._client.chat.completions.create(model=config.model, messages=messages,
                                                             timeout=config.timeout_s, **params)
         except self._sdk.BadRequestError as exc:
+            message = str(exc)
             # Many compatible servers and older models reject JSON mode; OptoPrime
             # itself falls back to a plain request, and so do we (once per model).
             if config.json_mode == "auto" and "response_format" in params and \
-                    ("response_format" in str(exc) or "json" in str(exc).lower()):
+                    ("response_format" in message or "json" in message.lower()):
                 with self._lock:
                     self._no_json_mode.add(config.model)
+                return self.complete(messages, config)
+            if "max_tokens" in params and "max_completion_tokens" in message:
+                with self._lock:
+                    self._completion_tokens_models.add(config.model)
                 return self.complete(messages, config)
             raise _classify(exc, self._sdk, config) from None
         except Exception as exc:  # noqa: BLE001 - every SDK failure is classified

@@ -104,6 +104,14 @@ def test_json_mode_is_dropped_for_a_server_that_rejects_it(fake_llm, make_client
     assert "response_format" not in fake_llm.requests[2].body
 
 
+def test_a_model_that_wants_max_completion_tokens_gets_it(fake_llm, make_client):
+    fake_llm.add_replies(Reply.error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                          "Use 'max_completion_tokens' instead."), Reply("ok"))
+    assert make_client(model="o4-mini", max_tokens=1000).complete(MESSAGES, session="s").response == "ok"
+    assert fake_llm.requests[1].body["max_completion_tokens"] == 1000
+    assert "max_tokens" not in fake_llm.requests[1].body
+
+
 def test_cache_hit_makes_no_http_call(fake_llm, make_client):
     fake_llm.add_replies(Reply("first"))
     client = make_client()
