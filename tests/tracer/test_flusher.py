@@ -365,14 +365,14 @@ def test_an_event_msgpack_cannot_carry_is_dropped_and_counted_without_blocking_t
 
 def test_backpressure_releases_the_program_once_the_buffers_are_drained_not_converted(server, transport, make_flusher):
     def slow(drained):
-        time.sleep(0.5)
+        time.sleep(1.0)
         return to_events(drained)
 
     flusher = make_flusher(convert=slow, interval=5.0)
     record_calls(10)
     started = time.monotonic()
-    flusher.backpressure(timeout=2.0)
-    assert time.monotonic() - started < 0.3
+    flusher.backpressure(timeout=3.0)
+    assert time.monotonic() - started < 0.8  # well before the conversion ends
     assert buffers.pending() == 0
 
 
@@ -389,7 +389,7 @@ def test_backpressure_gives_up_after_its_timeout_when_the_flusher_is_busy(server
     record_calls(1, start=2)
     started = time.monotonic()
     flusher.backpressure(timeout=0.2)
-    assert 0.2 <= time.monotonic() - started < 0.6
+    assert 0.2 <= time.monotonic() - started < 1.0
     release.set()
 
 
