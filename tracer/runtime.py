@@ -368,7 +368,7 @@ class Runtime:
     def our_threads(self) -> int:
         """How many threads of this process are the tracer's own (alive)."""
         count = len(self.flusher.threads()) if self.flusher is not None else 0
-        if self.transport is not None and self.transport.reconnecting or self.connected:
+        if self.transport is not None and (self.transport.connected or self.transport.reconnecting):
             count += 1  # the receiver thread
         return count
 
