@@ -11,6 +11,7 @@ back to a call-like form that still names every input.
 from __future__ import annotations
 
 import ast
+import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +21,10 @@ _BINOP_NAMES = {
     ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide", ast.FloorDiv: "floordiv",
     ast.Mod: "mod", ast.Pow: "power", ast.MatMult: "matmul", ast.LShift: "lshift", ast.RShift: "rshift",
     ast.BitAnd: "bitand", ast.BitOr: "bitor", ast.BitXor: "bitxor",
+}
+_BINOP_SYMBOLS = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+    ast.MatMult: "@", ast.LShift: "<<", ast.RShift: ">>", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^",
 }
 _CMP_NAMES = {
     ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Is: "is",
@@ -41,6 +46,7 @@ class SiteShape:
     base: str                         # name for the operation: "add", "len", "getitem", ...
     operands: tuple[Operand, ...]     # in evaluation order
     operands_with_callee: tuple[Operand, ...] = ()  # for calls: the callee first, then the arguments
+    text: str | None = None           # the text the offsets refer to, when not the site's own
 
 
 @lru_cache(maxsize=65536)
@@ -48,10 +54,16 @@ def site_shape(text: str, opname: str = "") -> SiteShape:
     """Analyse one site's source segment (cached: sites repeat in loops)."""
     fallback = SiteShape(base=identifier(opname.lower() or "op", "op"), operands=())
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        expr = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError):
-        return fallback
-    expr = tree.body
+        # An augmented assignment (`total += x`) is a statement, not an expression.
+        try:
+            body = ast.parse(text.strip(), mode="exec").body
+        except (SyntaxError, ValueError):
+            return fallback
+        if len(body) != 1 or not isinstance(body[0], ast.AugAssign):
+            return fallback
+        expr = body[0]
     offsets = _line_offsets(text.strip())
 
     def operand(node: ast.expr, role: str) -> Operand:
@@ -60,6 +72,11 @@ def site_shape(text: str, opname: str = "") -> SiteShape:
         own = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
         return Operand(start, end, role, own)
 
+    if isinstance(expr, ast.AugAssign):
+        # `total += step` is shown as the value it computes: `total + step`.
+        as_expression = (f"{ast.get_source_segment(text.strip(), expr.target)} {_BINOP_SYMBOLS[type(expr.op)]} "
+                         f"{ast.get_source_segment(text.strip(), expr.value)}")
+        return dataclasses.replace(site_shape(as_expression, opname), text=as_expression)
     if isinstance(expr, ast.BinOp):
         return SiteShape(_BINOP_NAMES.get(type(expr.op), "binop"),
                          (operand(expr.left, "lhs"), operand(expr.right, "rhs")))

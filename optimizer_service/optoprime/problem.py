@@ -190,7 +190,7 @@ class _Analysis:
         else:
             text = str((attrs.get("site") or {}).get("text") or "").strip()
             names = [name for _, name in arguments]
-            expression = operations.substitute(text, matched, names) if matched else \
+            expression = operations.substitute(shape.text or text, matched, names) if matched else \
                 f"{base}({', '.join(names)})" + (f"  # {text}" if text else "")
             doc_key = f"op:{base}"
             doc = f"[{base}] the Python operation `{text}`" if text else f"[{base}] a Python operation"

@@ -388,6 +388,7 @@ def test_dunder_methods_keep_their_name_in_code_and_give_readable_output_names()
     ("data['key']", 2, "getitem_output = data[getitem_index]"),
     ("f'{greeting}, {name}!'", 2, "fstring_output = f'{greeting}, {name}!'"),
     ("-value", 1, "neg_output = -value"),
+    ("total += step", 2, "add_output = total + step"),
     ("weird ::: text", 1, "op_output = op(op_arg0)  # weird ::: text"),
 ])
 def test_op_site_lines_name_each_operand(text, inputs, expected):
