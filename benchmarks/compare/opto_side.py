@@ -22,10 +22,10 @@ class OptoSide:
                            timeout=self.sizes.program_timeout_s)
 
     def call_cost(self) -> dict:
-        return self._run("opto_call_cost.py", self.sizes.call_calls_opto, self.sizes.repeats)
+        return self._run("opto_call_cost.py", self.sizes.call_burst, self.sizes.repeats, self.sizes.call_sustained)
 
     def op_cost(self) -> dict:
-        return self._run("opto_op_cost.py", self.sizes.op_calls_opto, self.sizes.repeats)
+        return self._run("opto_op_cost.py", self.sizes.op_burst, self.sizes.repeats, self.sizes.op_sustained)
 
     def memory(self) -> dict:
         return self._run("opto_memory.py", *self.sizes.memory_counts_opto)

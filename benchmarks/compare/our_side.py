@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import tempfile
-from pathlib import Path
 
 from benchmarks.compare.commands import project_command
 from benchmarks.compare.daemon import PrivateDaemon
@@ -40,13 +39,15 @@ class OurSide:
         with PrivateDaemon(self.python, self.llm_env) as daemon:
             return self._trace_run(daemon, ["--session", self._session("call"), "--target", "workload:inc",
                                             "--granularity", "call"],
-                                   "ours_call_cost.py", self.sizes.call_calls_ours, self.sizes.repeats)
+                                   "ours_call_cost.py", self.sizes.call_burst, self.sizes.repeats,
+                                   self.sizes.call_sustained)
 
     def op_cost(self) -> dict:
         with PrivateDaemon(self.python, self.llm_env) as daemon:
             return self._trace_run(daemon, ["--session", self._session("op"), "--target", "workload:poly",
                                             "--granularity", "op"],
-                                   "ours_op_cost.py", self.sizes.op_calls_ours, self.sizes.repeats)
+                                   "ours_op_cost.py", self.sizes.op_burst, self.sizes.repeats,
+                                   self.sizes.op_sustained)
 
     def memory(self) -> dict:
         with PrivateDaemon(self.python, self.llm_env) as daemon:

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Sizes:
-    call_calls_ours: int          # calls per timed loop, per-call figure
-    call_calls_opto: int
-    op_calls_ours: int            # calls of the 8-operation kernel per timed loop
-    op_calls_opto: int
-    repeats: int                  # timed loops per figure; the fastest counts
+    # Per-call and per-operation figures, the same counts on both sides:
+    # the fastest of `repeats` burst loops, then one sustained loop.
+    call_burst: int               # calls per burst loop
+    call_sustained: int           # calls in the sustained loop
+    op_burst: int                 # calls of the 8-operation kernel per burst loop
+    op_sustained: int
+    repeats: int
     memory_counts_ours: tuple[int, ...]
     memory_counts_opto: tuple[int, ...]
     chain_nodes_ours: tuple[int, ...]
@@ -25,8 +27,8 @@ class Sizes:
 
 
 FULL = Sizes(
-    call_calls_ours=20_000, call_calls_opto=2_000,
-    op_calls_ours=5_000, op_calls_opto=500,
+    call_burst=2_000, call_sustained=20_000,
+    op_burst=500, op_sustained=5_000,
     repeats=5,
     memory_counts_ours=(10_000, 100_000, 1_000_000),
     memory_counts_opto=(10_000, 100_000),
@@ -37,8 +39,8 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    call_calls_ours=500, call_calls_opto=200,
-    op_calls_ours=200, op_calls_opto=50,
+    call_burst=200, call_sustained=1_000,
+    op_burst=50, op_sustained=200,
     repeats=2,
     memory_counts_ours=(1_000, 3_000),
     memory_counts_opto=(1_000, 3_000),
@@ -50,8 +52,8 @@ QUICK = Sizes(
 
 # The unit suite's smoke test: proves the harness runs end to end, in seconds.
 SMOKE = Sizes(
-    call_calls_ours=100, call_calls_opto=50,
-    op_calls_ours=50, op_calls_opto=20,
+    call_burst=50, call_sustained=100,
+    op_burst=20, op_sustained=40,
     repeats=1,
     memory_counts_ours=(200, 400),
     memory_counts_opto=(200, 400),

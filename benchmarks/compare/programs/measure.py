@@ -39,8 +39,11 @@ def rss_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
-def best_seconds_per_iteration(run: Callable[[int], None], iterations: int, repeats: int) -> float:
+def best_seconds_per_iteration(run: Callable[[int], None], iterations: int, repeats: int,
+                               between: Callable[[], None] | None = None) -> float:
     """Run `run(iterations)` `repeats` times; return the fastest time per iteration.
+
+    `between()`, if given, runs before each repetition, outside the clock.
 
     The minimum is the figure least disturbed by other work on a shared
     machine (the same choice `timeit` makes). The collector is left on, as
@@ -49,11 +52,20 @@ def best_seconds_per_iteration(run: Callable[[int], None], iterations: int, repe
     """
     best = float("inf")
     for _ in range(repeats):
+        if between is not None:
+            between()
         start = time.perf_counter()
         run(iterations)
         elapsed = time.perf_counter() - start
         best = min(best, elapsed / iterations)
     return best
+
+
+def seconds_per_iteration(run: Callable[[int], None], iterations: int) -> float:
+    """Run `run(iterations)` once; return the time per iteration."""
+    start = time.perf_counter()
+    run(iterations)
+    return (time.perf_counter() - start) / iterations
 
 
 def settle_memory() -> None:

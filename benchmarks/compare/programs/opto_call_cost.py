@@ -1,17 +1,21 @@
 """opto: cost of one call of a `@bundle` function, against the plain call.
 
-    python opto_call_cost.py [CALLS] [REPEATS]
+    python opto_call_cost.py BURST REPEATS SUSTAINED
 
-Prints RESULT {"plain_s", "traced_s", "overhead_s", "calls", "repeats"}
-(seconds per call; overhead = traced - plain).
+The same loops as ours_call_cost.py: *burst* is the fastest of REPEATS
+loops of BURST calls, *sustained* one loop of SUSTAINED calls (opto's cost
+grows as its global graph and the garbage collector's work grow).
+Prints RESULT {"plain_s", "traced_s", "overhead_s", "sustained_s",
+"sustained_overhead_s"} (seconds per call).
 """
-from measure import argument, best_seconds_per_iteration, emit
+from measure import argument, best_seconds_per_iteration, emit, seconds_per_iteration
 from opto.trace import bundle
 
 from workload import inc
 
-CALLS = argument(1, 2000)
+BURST = argument(1, 2_000)
 REPEATS = argument(2, 5)
+SUSTAINED = argument(3, 20_000)
 
 # The same function object our side marks by configuration, wrapped the way
 # opto users write it (`@bundle()` on the definition is the same call).
@@ -28,7 +32,9 @@ def traced_loop(n):
         inc_bundled(i)
 
 
-plain = best_seconds_per_iteration(plain_loop, CALLS * 10, REPEATS)
-traced = best_seconds_per_iteration(traced_loop, CALLS, REPEATS)
-emit({"plain_s": plain, "traced_s": traced, "overhead_s": traced - plain,
-      "calls": CALLS, "repeats": REPEATS})
+plain = best_seconds_per_iteration(plain_loop, SUSTAINED, REPEATS)
+burst = best_seconds_per_iteration(traced_loop, BURST, REPEATS)
+sustained = seconds_per_iteration(traced_loop, SUSTAINED)
+emit({"plain_s": plain, "traced_s": burst, "overhead_s": burst - plain,
+      "sustained_s": sustained, "sustained_overhead_s": sustained - plain,
+      "burst": BURST, "sustained": SUSTAINED, "repeats": REPEATS})

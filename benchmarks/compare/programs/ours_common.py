@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import sys
 
+FLUSH_TIMEOUT_S = 60.0
+
 
 def is_instrumented(func) -> bool:
     """True when the tracer rewrote `func`'s code (its hooks are `@trace_*` globals, docs/internals.md §4)."""
     return any(name.startswith("@trace_") for name in func.__code__.co_names)
 
 
+def flush() -> None:
+    """Wait until everything traced so far was sent: the next timed loop starts with empty buffers."""
+    from tracer import runtime
+    runtime.flush(FLUSH_TIMEOUT_S)
+
+
+def dropped_so_far() -> int:
+    """Events this process's tracer had to drop since it started (the daemon could not keep up)."""
+    from tracer import runtime
+    return int(runtime.stats().dropped or 0)
+
+
 def tracer_state(*funcs) -> dict:
-    """`instrumented` (every func rewritten) and `connected` (the runtime reaches a daemon)."""
+    """`instrumented` (every func rewritten), `connected` (the runtime reaches a daemon) and its counters."""
     state = {"instrumented": all(is_instrumented(f) for f in funcs), "connected": False}
     try:
         from tracer import runtime
         state["connected"] = bool(runtime.is_connected())
-        runtime.flush(10.0)  # so that the counters include what the measured loop produced
+        runtime.flush(FLUSH_TIMEOUT_S)  # so that the counters include what the measured loop produced
         stats = runtime.stats()
         for name in ("events_sent", "dropped", "episodes_auto_rolled", "tracing_off_reason"):
             state[name] = getattr(stats, name, None)
