@@ -6,6 +6,7 @@ the patched value; with autostart on, the first process starts the daemon.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -41,6 +42,10 @@ def greet(name):
     return PROMPT + ", " + name
 
 out = greet("bob")
+if "--loop" in sys.argv:
+    for line in sys.stdin:
+        name, flush_timeout = line.split()
+        print(greet(name), runtime.flush(float(flush_timeout)), flush=True)
 if "--step" in sys.argv:
     assert runtime.flush(10)
     episode, node = runtime.with_resolver(lambda resolver, episode: (episode, resolver.node_for_value(out)))
@@ -109,3 +114,34 @@ def test_in_process_mode_steps_without_a_daemon(env):
     assert result.stdout.splitlines() == ["first line sees hello", "step 1 [('prompt', True)] now hello!"]
     assert "trace-live:" not in result.stderr
     assert not Path(env.socket).exists()  # no daemon was started or used
+
+
+def test_the_program_outlives_a_killed_daemon_and_reports_to_its_successor(env):
+    daemon = env.serve()
+    path = Path(env.state_dir).parent / "greeter.py"
+    path.write_text(PROGRAM.format(autostart=False))
+    program = subprocess.Popen([sys.executable, str(path), "--loop"], env=env.environ(), cwd=REPO, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert program.stdout.readline() == "first line sees hello\n"
+        program.stdin.write("ann 10\n"); program.stdin.flush()
+        assert program.stdout.readline() == "hello, ann True\n"
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        program.stdin.write("bea 0.3\n"); program.stdin.flush()
+        assert program.stdout.readline() == "hello, bea False\n"  # no daemon: flush gives up, the program goes on
+        stop_process(daemon)
+        daemon = env.serve()
+        program.stdin.write("cid 10\n"); program.stdin.flush()
+        assert program.stdout.readline() == "hello, cid True\n"
+        status = json.loads(env.cli("status", "--json").stdout)
+        (ours,) = [p for s in status["sessions"] for p in s["processes"] if p["pid"] == program.pid]
+        assert ours["events"] > 0
+        program.stdin.close()
+        assert program.wait(20) == 0
+        assert "trace-live:" not in program.stderr.read()
+    finally:
+        program.kill()
+        for stream in (program.stdout, program.stderr):
+            stream.close()
+        stop_process(daemon)
