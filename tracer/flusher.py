@@ -45,7 +45,7 @@ from tracer.transport import ConnectionChanged, Transport
 DEFAULT_INTERVAL: Final = 0.05
 DEFAULT_BATCH_EVENTS: Final = 4096
 DEFAULT_MAX_PENDING_EVENTS: Final = 200_000
-DEFAULT_MAX_EPISODE_RECORDS: Final = 1_000_000
+DEFAULT_MAX_EPISODE_RECORDS: Final = 100_000  # records (~ values kept alive) before an episode without feedback is released
 DEFAULT_BACKPRESSURE_WAIT: Final = 0.05
 
 # Event tags whose item at the given index is a function id / site id.
