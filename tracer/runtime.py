@@ -133,16 +133,6 @@ class _PatchOutcome:
     request_id: int | None = None
 
 
-@dataclass
-class _HotPath:
-    """The rewriter's side of the runtime: buffers and the provenance resolver."""
-
-    convert: Callable[[list], list[list]]
-    release: Callable[[], None]
-    resolver: Any
-    definitions: DefinitionTracker
-
-
 class Runtime:
     """The tracer state of one process. Use the module functions; this is their implementation."""
 
@@ -153,7 +143,7 @@ class Runtime:
         self.flusher: Flusher | None = None
         self.service: InProcessService | None = None
         self.tracing_off_reason: str | None = None
-        self._hot: _HotPath | None = None
+        self._resolver: Any = None          # tracer.provenance.Resolver, used on the flusher thread
         self._patch_lock = threading.Lock()         # one patch applied at a time
         self._patches = threading.Condition()
         self._outcomes: dict[int, _PatchOutcome] = {}
@@ -181,7 +171,9 @@ class Runtime:
 
     def _start(self) -> bool:
         try:
-            self._hot = _bind_hot_path()
+            from tracer import provenance
+
+            self._resolver = provenance.Resolver()
         except Exception as exc:  # the rewriter's side is missing or broken
             return self._tracing_off(f"the tracer's provenance resolver cannot start: {type(exc).__name__}: {exc}")
         try:
@@ -207,9 +199,9 @@ class Runtime:
         self.flusher = Flusher(
             self.transport,
             drain=buffers.drain,
-            convert=self._hot.convert,
-            release=self._hot.release,
-            definitions=self._hot.definitions,
+            convert=self._resolver.convert,
+            release=self._resolver.release,
+            definitions=DefinitionTracker(_RegistryLookup()),
             take_dropped=buffers.take_dropped,
             suppress_tracing=buffers.suppress_current_thread,
             interval=self.config.flush_interval,
@@ -356,9 +348,9 @@ class Runtime:
         buffers.take_dropped()
         if self.flusher is not None:
             self.flusher.after_fork_in_child()
-        if self._hot is not None:
+        if self._resolver is not None:
             # Node ids handed out in the parent mean nothing to the daemon for this new client.
-            self._hot.release()
+            self._resolver.release()
         if self.transport is not None:
             self.transport.after_fork_in_child()
         # The in-process service's threads did not survive the fork; its
@@ -398,19 +390,6 @@ def _autostart(timeout: float) -> str | None:
 
     result = ensure_daemon(timeout=timeout)  # never raises
     return None if result.ok else (result.reason or "the optimizer daemon did not start")
-
-
-def _bind_hot_path() -> _HotPath:
-    """Connect the flusher to the rewriter's resolver and registries."""
-    from tracer import provenance
-
-    resolver = provenance.Resolver()
-    return _HotPath(
-        convert=resolver.convert,
-        release=resolver.release,
-        resolver=resolver,
-        definitions=DefinitionTracker(_RegistryLookup()),
-    )
 
 
 class _RegistryLookup:
@@ -544,9 +523,9 @@ def with_resolver(fn: Callable[[Any, int], Any]) -> Any:
     `NotConnected` when tracing is off.
     """
     runtime = require()
-    assert runtime.flusher is not None and runtime._hot is not None
+    assert runtime.flusher is not None
     with runtime.flusher.resolver_lock:
-        return fn(runtime._hot.resolver, runtime.flusher.episode)
+        return fn(runtime._resolver, runtime.flusher.episode)
 
 
 def send(msg: Any) -> int:
