@@ -296,24 +296,26 @@ CHILD_CHECK = """
 """
 
 
-def test_multiprocessing_spawn_children_are_traced(program_dir, tmp_path):
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_children_are_traced(program_dir, tmp_path, method):
     write(program_dir, "worker.py", CHILD_CHECK + """
     def work(x):
         return x * 10, instrumented(work)
     """)
     write(program_dir, "spawner.py", CHILD_CHECK + """
     import multiprocessing as mp
+    import sys
     import worker
 
     def local_work(x):
         return x + 1, instrumented(local_work)
 
     if __name__ == "__main__":
-        ctx = mp.get_context("spawn")
+        ctx = mp.get_context(sys.argv[1])
         with ctx.Pool(1) as pool:
             print(pool.apply(worker.work, (4,)), pool.apply(local_work, (4,)))
     """)
-    result = trace_run(["--target", "worker:work", "--target", "__main__:local_work", "spawner.py"], program_dir, tmp_path)
+    result = trace_run(["--target", "worker:work", "--target", "__main__:local_work", "spawner.py", method], program_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "(40, True) (5, True)\n"
 

@@ -29,7 +29,9 @@ def _trace_this_process():
         # a child that never imports it (a helper script, pip) costs little and prints nothing.
         import_hook.call_on_first_use(lambda: _start_runtime(config))
         import_hook.install(config)
-        if config.marks_for("__main__") is not None and "--multiprocessing-fork" in sys.argv:
+        if config.marks_for("__main__") is not None:
+            # spawn children say --multiprocessing-fork; forkserver children are forked
+            # from a `python -c` server that prepares __main__ the same way, so patch always.
             _trace_spawned_main(config)
     except Exception as exc:  # never break the child: it runs untraced
         warnings.warn(f"tracer: this child process runs untraced ({exc!r})", RuntimeWarning, stacklevel=1)
