@@ -210,16 +210,36 @@ def _drop_dac_override():
         raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
+def _read_only_preexec():
+    """What makes a 0555 directory read-only for the child: nothing, or (as root) dropping CAP_DAC_OVERRIDE."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], preexec_fn=_drop_dac_override, check=True, timeout=30)
+    except (subprocess.SubprocessError, OSError):
+        pytest.skip("running as root without the capability to drop CAP_DAC_OVERRIDE: cannot make a read-only directory")
+    return _drop_dac_override
+
+
 def test_read_only_directory_imports_without_a_cache(project, tmp_path):
+    preexec = _read_only_preexec()
     os.chmod(project, 0o555)
     try:
-        report = run_driver(project, ["shop:double"], preexec_fn=_drop_dac_override if os.geteuid() == 0 else None, tmp_path=tmp_path)
+        report = run_driver(project, ["shop:double"], preexec_fn=preexec, tmp_path=tmp_path)
     finally:
         os.chmod(project, 0o755)
     assert report["double"] and report["results"] == EXPECTED_RESULTS
     assert report["cache_writes"] == 0 and report["cache_write_failures"] == 1
     assert report["warnings"] == []
     assert cache_files(project) == []
+
+
+def test_unusable_pycache_location_imports_without_a_cache(project, tmp_path):
+    (project / "__pycache__").write_text("a file where the cache directory would go")
+    report = run_driver(project, ["shop:double"], tmp_path=tmp_path)
+    assert report["double"] and report["results"] == EXPECTED_RESULTS
+    assert report["cache_writes"] == 0 and report["cache_write_failures"] == 1
+    assert report["warnings"] == []
 
 
 def test_dont_write_bytecode_is_respected(project, tmp_path):
