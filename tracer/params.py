@@ -1051,14 +1051,26 @@ def _function_slot(instr: dis.Instruction, position: int) -> str | None:
     return roles[position] if position < len(roles) else None
 
 
+_qualnames: "weakref.WeakKeyDictionary[CodeType, str]" = weakref.WeakKeyDictionary()
+
+
 def _code_qualname(code: CodeType) -> str:
     qualname = getattr(code, "co_qualname", None)
     if qualname:
         return qualname
-    for holder in gc.get_referrers(code):  # 3.10: code objects do not know their qualname
+    # 3.10: code objects do not know their qualname; the function running
+    # them does. gc.get_referrers walks the heap, so remember the answer.
+    # (Equal code objects share the entry: same file, line and name.)
+    known = _qualnames.get(code)
+    if known is not None:
+        return known
+    qualname = code.co_name
+    for holder in gc.get_referrers(code):
         if isinstance(holder, FunctionType) and holder.__code__ is code:
-            return holder.__qualname__
-    return code.co_name
+            qualname = holder.__qualname__
+            break
+    _qualnames[code] = qualname
+    return qualname
 
 
 def _owner_class_qualname(code_qualname: str) -> str | None:
@@ -1106,16 +1118,18 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
     site = _analyse_site(code, frame.f_lasti)
     namespace = frame.f_globals
     kind, target, derived, location, holder_obj = _place(site, frame)
-    file, line = code.co_filename, frame.f_lineno
+    line = None  # frame.f_lineno reads the line table: only when needed
     if kind == KIND_VALUE and site.kind != "local":
+        line = frame.f_lineno
         target = derived = f"{derived}@{line}"
     param_name = name or derived.replace(".<locals>.", ".")
-    module_real = namespace.get("__name__", "__main__")
-    where = f"{kind} {module_real}:{target} @ {file}:{line}"
 
     with registry.lock:
         record = registry.by_name.get(param_name)
         if record is None:
+            file, line = code.co_filename, line or frame.f_lineno
+            module_real = namespace.get("__name__", "__main__")
+            where = f"{kind} {module_real}:{target} @ {file}:{line}"
             result = unshared_copy(value)
             record = ParamRecord(param_name, kind, result, constraint=constraint, trainable=trainable, where=where,
                                  file=file, line=line, module=module_real, target=target)
@@ -1148,8 +1162,8 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
 def _place(site: _Site, frame: FrameType) -> tuple[str, str, str, _Location | None, Any]:
     """(kind, target, default name, location, holder object) for a param() call site."""
     code, namespace = frame.f_code, frame.f_globals
-    module = stable_module_name(namespace)
     if site.kind == "global" or (site.kind == "class_attr" and frame.f_locals is namespace):
+        module = stable_module_name(namespace)
         return KIND_GLOBAL, site.target, f"{module}.{site.target}", _GlobalLocation(namespace, site.target), None
     if site.kind == "class_attr":
         body = frame.f_locals
@@ -1176,7 +1190,7 @@ def _place(site: _Site, frame: FrameType) -> tuple[str, str, str, _Location | No
         location = _DefaultLocation(namespace, site.func_qualname, site.code, site.target, site.keyword_only)
         return KIND_DEFAULT, target, target, location, None
     qualname = _code_qualname(code)
-    prefix = module if qualname == "<module>" else qualname
+    prefix = stable_module_name(namespace) if qualname == "<module>" else qualname
     if site.kind == "local":
         target = f"{prefix}.{site.target}"
         return KIND_VALUE, target, target, None, None
