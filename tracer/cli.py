@@ -12,6 +12,7 @@ variables and `[tool.trace]` in the nearest pyproject.toml (see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     except trace_config.ConfigError as exc:
         print(f"trace-run: error: {exc}", file=sys.stderr)
         return 2
+    if config.session is None and (script or module):
+        # Name the session once, here: children (multiprocessing runs them as `python -c ...`)
+        # would otherwise each derive another name and optimise apart from this process.
+        name = module if module is not None else os.path.splitext(os.path.basename(script))[0]
+        config = dataclasses.replace(config, session=name, origins={**config.origins, "session": "program name"})
     if options.show_config:
         _print_config(config)
         return 0

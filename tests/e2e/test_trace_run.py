@@ -283,6 +283,18 @@ def test_invalid_configuration_is_a_usage_error_before_the_program_runs(program_
     assert "trace-run: error: --target 'not-a-target'" in result.stderr
 
 
+def test_session_defaults_to_the_program_name_for_every_process(program_dir, tmp_path):
+    write(program_dir, "named.py", """
+        import os, subprocess, sys
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['TRACE_SESSION'])"],
+                               capture_output=True, text=True)
+        print(os.environ["TRACE_SESSION"], child.stdout.strip())
+    """)
+    result = trace_run(["named.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "named named\n"
+
+
 def test_show_config_prints_merged_settings_and_their_sources(program_dir, tmp_path):
     result = run([TRACE_RUN, "--target", "a:f", "--show-config"], program_dir, tmp_path, TRACE_GRANULARITY="op")
     assert result.returncode == 0, result.stderr
