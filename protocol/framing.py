@@ -143,6 +143,11 @@ def _locate_unencodable(value: Any, path: str, error: Exception, depth: int = 0)
     """Find the innermost part of `value` msgpack refuses, and name it (slow; only after a failure)."""
     children: Any = ()
     if isinstance(value, dict):
+        for key in value:
+            try:
+                _packb(key)
+            except Exception:
+                return UnencodableValue(path, f"map key of type {type_label(key)} cannot be sent (use str keys)")
         children = ((f".{k}" if depth == 0 else f"[{k!r}]", v) for k, v in value.items())
     elif isinstance(value, (list, tuple)):
         children = ((f"[{i}]", v) for i, v in enumerate(value))

@@ -7,7 +7,7 @@ import platform
 import sys
 
 from .constants import PROTOCOL_VERSION
-from .errors import AuthenticationFailed, VersionMismatch
+from .errors import AuthenticationFailed, InvalidMessage, VersionMismatch
 from .messages import Hello, Welcome
 
 
@@ -37,8 +37,12 @@ def check_hello(hello: Hello, *, auth_token: str | None = None) -> None:
     Raises VersionMismatch when the client's major version differs (its
     message is what the client should show), AuthenticationFailed when the
     daemon has an `auth_token` and the hello does not carry the same one.
-    A different minor version is accepted.
+    A different minor version is accepted. Anything but a Hello (a client
+    that starts with another message) raises InvalidMessage.
     """
+    if not isinstance(hello, Hello):
+        kind = getattr(hello, "KIND", None) or getattr(hello, "kind", None) or type(hello).__name__
+        raise InvalidMessage("message", f"expected a hello as the first message, got {kind}")
     if hello.protocol[0] != PROTOCOL_VERSION[0]:
         raise VersionMismatch(daemon=PROTOCOL_VERSION, tracer=tuple(hello.protocol))
     if auth_token is not None:

@@ -102,7 +102,10 @@ class _Float(Codec):
     def encode(self, value, path):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, int) and not INT_MIN <= value <= UINT_MAX:
-                return float(value)
+                try:
+                    return float(value)
+                except OverflowError:
+                    raise UnencodableValue(path, f"int of {value.bit_length()} bits is too large for a float") from None
             return value
         raise self._wrong(UnencodableValue, value, path)
 

@@ -25,6 +25,7 @@ anything (a summary from the wire may be garbage) and never raises.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from .errors import InvalidMessage
@@ -199,6 +200,7 @@ def render(summary: Any) -> str:
         return "<unrenderable value>"
 
 
+_ESCAPED_SURROGATE = re.compile(r"\\\\(ud[89a-f][0-9a-f]{2})")
 _BRACKETS = {"list": ("[", "]"), "tuple": ("(", ")"), "set": ("{", "}"),
              "frozenset": ("frozenset({", "})"), "dict": ("{", "}")}
 
@@ -212,7 +214,7 @@ def _render(summary: Any, depth: int) -> str:
     if depth > MAX_SUMMARY_NESTING:
         return "..."
     if "v" in summary:
-        return _render_verbatim(summary["v"], kind, cut)
+        return _render_verbatim(summary["v"], kind, cut, summary.get("esc") is True)
     if type(summary.get("special")) is str and summary["special"] in _SPECIAL_FLOATS:
         return summary["special"]
     if type(summary.get("big")) is str:
@@ -224,8 +226,12 @@ def _render(summary: Any, depth: int) -> str:
     return f"<{kind}>"
 
 
-def _render_verbatim(value: Any, kind: str, cut: bool) -> str:
+def _render_verbatim(value: Any, kind: str, cut: bool, escaped: bool) -> str:
     text = repr(value) if type(value) in (type(None), bool, int, float, str, bytes) else "<unrenderable value>"
+    if escaped and type(value) is str:
+        # summarize() wrote lone surrogates as \udXXX; repr() doubled that
+        # backslash. Undo it so the text reads as repr() of the original did.
+        text = _ESCAPED_SURROGATE.sub(r"\\\1", text)
     if cut and type(value) in (str, bytes):
         text = text[:-1] + "..." + text[-1]   # inside the quotes: 'abc...'
     if kind == "bytearray" and type(value) is bytes:

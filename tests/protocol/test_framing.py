@@ -183,6 +183,8 @@ def test_body_that_is_not_a_map_is_an_invalid_message():
     (m.EventBatch(episode=1, events=[("v", 1, {"t": "x", "id": 1, "r": object()})]), r"events.events\[0\]\[2\]\['r'\]: object cannot be sent"),
     (m.EventBatch(episode=1, events=[1]), r"events.events\[0\]: expected an event tuple or list, got int"),
     (m.StepRequest(request_id=2**64), "step.request_id: int of 65 bits does not fit in 64 bits"),
+    (m.Feedback(episode=1, node=1, text="", score=10**400), "feedback.score: int of 1329 bits is too large for a float"),
+    (m.EventBatch(episode=1, events=[("v", 1, {object(): 1})]), r"events.events\[0\]\[2\]: map key of type object cannot be sent"),
 ])
 def test_encoding_names_the_field_that_cannot_be_sent(message, path):
     with pytest.raises(UnencodableValue, match=path):

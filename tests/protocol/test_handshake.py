@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from protocol import (
-    PROTOCOL_VERSION, AuthenticationFailed, ProtocolError, VersionMismatch, check_hello, check_welcome,
+    PROTOCOL_VERSION, AuthenticationFailed, InvalidMessage, ProtocolError, VersionMismatch, check_hello, check_welcome,
     client_hello, decode_body, encode_message,
 )
 from protocol import messages as m
@@ -80,3 +80,8 @@ def test_client_rejects_a_welcome_of_another_major():
 
 def test_handshake_errors_are_protocol_errors():
     assert issubclass(VersionMismatch, ProtocolError) and issubclass(AuthenticationFailed, ProtocolError)
+
+
+def test_first_message_that_is_not_a_hello_is_refused():
+    with pytest.raises(InvalidMessage, match="expected a hello as the first message, got feedback"):
+        check_hello(m.Feedback(episode=1, node=1, text=""))

@@ -199,6 +199,11 @@ def test_str_with_lone_surrogates_is_escaped_and_packs():
     assert summary["v"] == "bad \\udcff here" and summary["esc"] is True
 
 
+def test_str_with_lone_surrogates_renders_like_its_repr():
+    text = "bad \udcff here \ud800"
+    assert render(over_the_wire(summarize(text))) == repr(text)
+
+
 def test_nesting_beyond_the_depth_bound_is_cut():
     summary = summarize([[[[[1]]]]], max_depth=2)
     inner = summary["items"][0]["items"][0]
