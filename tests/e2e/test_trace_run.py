@@ -463,3 +463,27 @@ def test_calls_of_a_marked_function_reach_the_daemon_as_graph_nodes(program_dir,
     calls = [node for node in graph["nodes"] if node.get("kind") == "call"]
     assert [(c["func"]["module"], c["func"]["qualname"]) for c in calls] == [("lib", "work")] * 3
     assert calls[0]["func"]["source"] == "def work(x):\n    return x * 2\n"
+
+
+def test_spawned_children_join_the_parents_session_on_the_daemon(program_dir, daemon):
+    write(program_dir, "worker.py", "def work(x):\n    return x + 1\n")
+    write(program_dir, "fleet.py", """
+        import json, multiprocessing as mp, os, subprocess, sys
+        import worker
+        from tracer.config import untraced_environ
+
+        if __name__ == "__main__":
+            with mp.get_context("spawn").Pool(1) as pool:
+                print(pool.apply(worker.work, (1,)), worker.work(2))
+                daemon = os.path.join(os.path.dirname(sys.executable), "trace-daemon")
+                status = json.loads(subprocess.run([daemon, "status", "--json"], env=untraced_environ(),
+                                                   capture_output=True, text=True, check=True).stdout)
+                sessions = {s["name"]: s for s in status["sessions"]}
+                print(len(sessions["fleet"]["processes"]))
+    """)
+    result = subprocess.run(
+        [TRACE_RUN, "--target", "worker:work", "fleet.py"],
+        cwd=program_dir, env=daemon, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2 3\n2\n"
