@@ -244,6 +244,89 @@ def test_sales_agent_golden_instance():
     assert instance_of(sales_agent_example()) == SALES_AGENT_INSTANCE
 
 
+# OptoPrime's instance for the README agent, in its published format: str
+# values unquoted, nodes named by type and counter, a trainable method shown
+# as `eval` with its code as the `__code` input. (opto passes the model's
+# `self` as a plain object, not a node, so it has no #Inputs line.)
+OPTO_SALES_AGENT_INSTANCE = '''
+#Instruction
+You need to change the <value> of the variables in #Variables to improve the output in accordance to #Feedback.
+
+#Code
+call_llm0 = call_llm(system_prompt=str0, args_0=str1, args_1=str2)
+eval0 = eval(response=call_llm0, __code=__code0)
+call_llm1 = call_llm(system_prompt=str0, args_0=str3, args_1=str2)
+eval1 = eval(lang=eval0, user_name=call_llm1, __code=__code1)
+
+#Documentation
+[call_llm] Query the LLM with a system prompt, an instruction and the user's message.
+[eval] This operator eval(__code, *args, **kwargs) evaluates the code block, where __code is the code (str) and *args and **kwargs are the arguments of the function. The output is the result of the evaluation, i.e., __code(*args, **kwargs).
+
+#Variables
+(str) str1=Decide the language
+(str) str3=Extract name if it's there
+(code) __code0:def decide_lang(self, response):
+    """Map the language into a variable"""
+    return
+(code) __code1:def greet(self, lang, user_name):
+    """Produce a greeting based on the language"""
+    greeting = "Hola"
+    return f"{greeting}, {user_name}!"
+
+#Constraints
+
+
+#Inputs
+(str) str0=You are a sales assistant.
+(str) str2=Hola, soy Juan.
+
+#Others
+(str) call_llm0=Spanish
+(NoneType) eval0=None
+(str) call_llm1=Juan
+
+#Outputs
+(str) eval1=Hola, Juan!
+
+#Feedback
+Correct
+'''
+
+
+def plain_values(lines: list[str], rename: dict[str, str], *, quoted: bool) -> dict[str, tuple[str, str]]:
+    """name -> (type, value) of the value lines; our str values are Python literals, opto's are raw."""
+    import ast
+
+    found = {}
+    for line in lines:
+        match = re.match(r"\((\w+)\) (\w+)=(.*)", line)
+        if not match:
+            continue                     # continuation lines of code values
+        type_label, name, value = match.groups()
+        if quoted and type_label == "str":
+            value = ast.literal_eval(value)
+        found[rename.get(name, name)] = (type_label, value)
+    return found
+
+
+def test_sales_agent_carries_the_same_values_as_optoprimes_instance():
+    ours = sections(instance_of(sales_agent_example()))
+    theirs = sections(OPTO_SALES_AGENT_INSTANCE)
+    opto_to_ours = {"str0": "system_prompt", "str1": "instruct1", "str2": "user_query", "str3": "instruct2",
+                    "call_llm0": "call_llm_output", "eval0": "decide_lang_output", "call_llm1": "call_llm_output_2",
+                    "eval1": "greet_output", "__code0": "decide_lang_code", "__code1": "greet_code"}
+    for section in ("Variables", "Others", "Outputs"):
+        assert plain_values(ours[section], {}, quoted=True) == \
+            plain_values(theirs[section], opto_to_ours, quoted=False), section
+    our_inputs = plain_values(ours["Inputs"], {}, quoted=True)
+    assert our_inputs.pop("self")[0] == "Agent"      # the one extra input: the object the methods ran on
+    assert our_inputs == plain_values(theirs["Inputs"], opto_to_ours, quoted=False)
+    code_vars = [line.split(":", 1)[0] for line in ours["Variables"] if line.startswith("(code)")]
+    assert code_vars == ["(code) decide_lang_code", "(code) greet_code"]
+    assert ours["Feedback"] == theirs["Feedback"]
+    assert len(ours["Code"]) == len(theirs["Code"])
+
+
 def test_sales_agent_has_optoprimes_variables_inputs_and_calls():
     # OptoPrime's instance for the README agent has 4 variables (2 str, 2 code),
     # the system prompt and query as inputs, 4 operator calls, and the greeting
