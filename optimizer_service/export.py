@@ -32,9 +32,10 @@ Input, as plain data (one `ExportParam` per parameter)::
 
 `ExportParam.from_definition(param_def, new)` builds one from a stored
 `ParamDef` (its `where` field, written by `tracer.params`, reads
-``"<kind> <module>:<target> @ <file>:<line>"``). `export_session` reads the
-store: definitions and version 0 for `old`, the latest version (or the one
-asked for) for `new`.
+``"<kind> <module>:<target> @ <file>:<line>"``; for a source parameter it is
+``"<module>:<qualname>"`` and the file and line come from the function's
+stored FunctionDef). `export_session` reads the store: definitions and
+version 0 for `old`, the latest version (or the one asked for) for `new`.
 
 A parameter that cannot go into the diff (no file, the file changed since the
 run, a value with no literal form, a file outside `base_dir`) is listed in
@@ -78,20 +79,39 @@ class ExportParam:
     new: Any = None
 
     @classmethod
-    def from_definition(cls, param_def: dict[str, Any], new: Any, *, old: Any = None) -> "ExportParam":
-        """From a stored ParamDef (dict): place from its `where`, old value from it unless given."""
+    def from_definition(cls, param_def: dict[str, Any], new: Any, *, old: Any = None,
+                        function_def: dict[str, Any] | None = None) -> "ExportParam":
+        """From a stored ParamDef (dict): place from its `where`, old value from it unless given.
+
+        A "source" parameter's place comes from its function's FunctionDef
+        (dict; `where` is "module:qualname", the FunctionDef's key).
+        """
         where = parse_where(param_def.get("where") or "")
+        file, line, target = where.get("file"), where.get("line"), where.get("target")
+        if function_def is not None:
+            file = function_def.get("file") or None
+            line = function_def.get("line") or None
+            target = function_def.get("qualname") or target
+            if file is not None and file.startswith("<"):
+                file = line = None  # compiled from a patch, not from a file
         return cls(
             name=param_def["name"], kind=param_def.get("kind") or where.get("kind") or "value",
-            file=where.get("file"), line=where.get("line"), target=where.get("target"),
+            file=file, line=line, target=target,
             old=param_def.get("value") if old is None else old, new=new,
         )
 
 
 def parse_where(where: str) -> dict[str, Any]:
-    """``"global app:PROMPT @ /src/app.py:3"`` -> {kind, module, target, file, line}; {} if it is not that form."""
+    """``"global app:PROMPT @ /src/app.py:3"`` -> {kind, module, target, file, line}.
+
+    A source parameter's ``"app:Agent.run"`` gives module and target only;
+    anything else gives {}.
+    """
     head, sep, place = where.rpartition(" @ ")
     if not sep:
+        module, colon, target = where.partition(":")
+        if colon and module and target and " " not in where:
+            return {"kind": None, "module": module, "target": target, "file": None, "line": None}
         return {}
     kind, _, qualified = head.partition(" ")
     module, _, target = qualified.partition(":")
@@ -122,12 +142,14 @@ def export_session(store: Any, session: str, fmt: str = "json", *, version: int 
         raise ExportError(str(exc)) from None
     definitions = store.param_definitions(session)
     initial = store.initial_params(session)
+    functions = {f"{f.get('module')}:{f.get('qualname')}": f for f in store.functions(session).values()}
     items = []
     for name in sorted(set(definitions) | set(params)):
         definition = definitions.get(name) or {"name": name, "kind": params[name].get("kind", "value")}
         old = initial.get(name, {}).get("value")
         new = params.get(name, {}).get("value", old)
-        items.append(ExportParam.from_definition(definition, new, old=old))
+        function_def = functions.get(definition.get("where") or "") if definition.get("kind") == "source" else None
+        items.append(ExportParam.from_definition(definition, new, old=old, function_def=function_def))
     return export_parameters(items, fmt, session=session, version=chosen, base_dir=base_dir)
 
 

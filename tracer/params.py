@@ -40,7 +40,8 @@ both); pass `name=` to tell them apart.
 `ParamRecord.where` (sent as `ParamDef.where`) reads
 ``"<kind> <module __name__>:<target> @ <file>:<line>"``, e.g.
 ``"default app:Agent.run.retries @ /src/app.py:14"``; the export parses it
-(`optimizer_service.export.parse_where`).
+(`optimizer_service.export.parse_where`). For kind "source" it is
+``"<module __name__>:<qualname>"``, the key of the function's FunctionDef.
 
 Identity: CPython shares some equal objects (small ints, interned strings),
 which would make identity-based provenance ambiguous. `param` returns an
@@ -754,8 +755,10 @@ def _source_record(func_id: int, entry: Any, func: FunctionType, marking: Module
     name = f"{prefix}.{qualname}".replace(".<locals>.", ".")
     file = getattr(definition, "file", None) or func.__code__.co_filename
     line = getattr(definition, "line", None) or func.__code__.co_firstlineno
+    # `where` of a source parameter is "module:qualname": the daemon finds
+    # the function's FunctionDef (signature, free variables, file) by it.
     record = ParamRecord(
-        name, KIND_SOURCE, source, trainable=True, where=f"source {module_name}:{qualname} @ {file}:{line}",
+        name, KIND_SOURCE, source, trainable=True, where=f"{module_name}:{qualname}",
         file=file, line=line, module=module_name, target=qualname,
     )
     record.func_id = func_id

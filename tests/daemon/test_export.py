@@ -176,8 +176,17 @@ def test_an_unknown_format_is_an_export_error():
 def test_where_of_a_param_def_gives_kind_target_file_and_line():
     assert parse_where("default app:Agent.run.limit @ /src/app.py:13") == {
         "kind": "default", "module": "app", "target": "Agent.run.limit", "file": "/src/app.py", "line": 13}
-    assert parse_where("source app:shout @ <trace-live patch v2 of app.shout>:1")["file"] is None
+    assert parse_where("global app:X @ <trace-live patch v2 of app.shout>:1")["file"] is None
+    assert parse_where("app:Agent.run") == {"kind": None, "module": "app", "target": "Agent.run", "file": None, "line": None}
     assert parse_where("") == {}
+
+
+def test_a_source_parameter_takes_its_place_from_its_function_def():
+    definition = {"name": "app.shout", "kind": "source", "where": "app:shout", "value": "def shout(t): ..."}
+    from_file = ExportParam.from_definition(definition, "new", function_def={"qualname": "shout", "file": "/src/app.py", "line": 18})
+    from_patch = ExportParam.from_definition(definition, "new", function_def={"qualname": "shout", "file": "<trace-live patch v1 of app.shout>", "line": 1})
+    assert (from_file.file, from_file.line, from_file.target) == ("/src/app.py", 18, "shout")
+    assert (from_patch.file, from_patch.line) == (None, None)
 
 
 PROCESS = '''
@@ -190,6 +199,8 @@ from pkg import app
 agent = app.Agent()
 register_source_param(app.shout)
 before = {r.name: asdict(r.definition()) for r in registry.records()}
+functions = {r.name: {"module": r.module, "qualname": r.target, "file": r.file, "line": r.line}
+             for r in registry.records() if r.kind == "source"}
 from protocol import messages as m
 from tracer.patcher import apply_patch
 results = apply_patch(m.Patch(version=1, items=[
@@ -202,7 +213,7 @@ results = apply_patch(m.Patch(version=1, items=[
 assert all(r.ok for r in results), results
 outputs = [agent.run("what is the answer?"), app.Agent().run("q" * 20), app.shout("hey")]
 after = {r.name: r.get() for r in registry.records()}
-print(json.dumps({"before": before, "after": after, "outputs": outputs}))
+print(json.dumps({"before": before, "functions": functions, "after": after, "outputs": outputs}))
 '''
 
 FRESH = '''
@@ -219,7 +230,8 @@ def test_the_patched_copy_behaves_like_the_patched_process(project):
                           cwd=REPO, timeout=60)
     assert live.returncode == 0, live.stderr
     state = json.loads(live.stdout)
-    params = [ExportParam.from_definition(state["before"][name], state["after"][name]) for name in state["before"]]
+    params = [ExportParam.from_definition(state["before"][name], state["after"][name],
+                                          function_def=state["functions"].get(name)) for name in state["before"]]
     diff = export_parameters(params, "diff", base_dir=project)
     assert apply_check(project, diff).returncode == 0, diff
     git(project, "apply", str(project.parent / "changes.diff"))
@@ -238,8 +250,12 @@ def test_export_session_reads_definitions_and_the_latest_version_from_the_store(
             {"name": "app.PROMPT", "type": "str", "value": "Answer briefly.", "kind": "global",
              "where": f"global pkg.app:PROMPT @ {app}:3", "constraint": None, "trainable": True},
             {"name": "app.shout", "type": "code", "value": "def shout(text):\n    return text.upper()\n",
-             "kind": "source", "where": f"source pkg.app:shout @ {app}:18", "constraint": None, "trainable": True},
+             "kind": "source", "where": "pkg.app:shout", "constraint": None, "trainable": True},
         ])
+        store.save_definitions("s", [
+            {"id": 1, "module": "pkg.app", "qualname": "shout", "source": "def shout(text):\n    return text.upper()\n",
+             "doc": None, "signature": "(text)", "file": app, "line": 18, "trainable": True, "freevars": []},
+        ], [])
         now = time.time()
         new = {"app.PROMPT": {"kind": "value", "value": "Be precise."},
                "app.shout": {"kind": "source", "value": "def shout(text):\n    return text.title()\n"}}
