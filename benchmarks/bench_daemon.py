@@ -165,7 +165,10 @@ def bench_chain() -> None:
         from optimizer_service.optoprime.optimizer import DEFAULT_TOKEN_BUDGET
     except ImportError:
         analyse = None
-    print("== feedback cut + problem instance on linear chains")
+    # Measure under the daemon's own GC settings: that is where steps run.
+    from optimizer_service.daemon import _tune_gc
+    _tune_gc()
+    print("== feedback cut + problem instance on linear chains (daemon GC settings)")
     functions = {77: {"id": 77, "module": "app", "qualname": "transform", "source": "def transform(x): ...",
                       "doc": None, "signature": "(x)", "file": "app.py", "line": 1, "trainable": False}}
     print(f"{'nodes':>7} {'build':>9} {'cut':>9} {'instance':>9} {'total':>9} {'daemon us/node':>15} {'total us/node':>14}")
