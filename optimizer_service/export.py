@@ -77,6 +77,7 @@ class ExportParam:
     target: str | None = None
     old: Any = None
     new: Any = None
+    module: str | None = None  # when `file` is unknown: looked up as a path under base_dir (never imported)
 
     @classmethod
     def from_definition(cls, param_def: dict[str, Any], new: Any, *, old: Any = None,
@@ -94,10 +95,11 @@ class ExportParam:
             target = function_def.get("qualname") or target
             if file is not None and file.startswith("<"):
                 file = line = None  # compiled from a patch, not from a file
+        module = (function_def or {}).get("module") or where.get("module")
         return cls(
             name=param_def["name"], kind=param_def.get("kind") or where.get("kind") or "value",
             file=file, line=line, target=target,
-            old=param_def.get("value") if old is None else old, new=new,
+            old=param_def.get("value") if old is None else old, new=new, module=module,
         )
 
 
@@ -225,7 +227,10 @@ class _Edit:
 
 def _project_file(p: ExportParam, root: Path) -> Path:
     if not p.file:
-        raise _Skip("its file is not known (defined in a REPL, exec, or by a patch)")
+        found = _module_file(p.module, root)
+        if found is None:
+            raise _Skip("its file is not known (defined in a REPL, exec, or by a patch)")
+        return found
     path = Path(p.file)
     if not path.is_absolute():
         path = root / path
@@ -237,6 +242,17 @@ def _project_file(p: ExportParam, root: Path) -> Path:
     except ValueError:
         raise _Skip(f"file {path} is outside {root} (run the export from the project directory)") from None
     return path
+
+
+def _module_file(module: str | None, root: Path) -> Path | None:
+    """`pkg/mod.py` or `pkg/mod/__init__.py` under `root` for module `pkg.mod` (a path lookup, no import)."""
+    if not module or module == "__main__" or not all(part.isidentifier() for part in module.split(".")):
+        return None
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
 
 
 def _edit_for(p: ExportParam, text: str) -> _Edit:

@@ -186,7 +186,17 @@ def test_a_source_parameter_takes_its_place_from_its_function_def():
     from_file = ExportParam.from_definition(definition, "new", function_def={"qualname": "shout", "file": "/src/app.py", "line": 18})
     from_patch = ExportParam.from_definition(definition, "new", function_def={"qualname": "shout", "file": "<trace-live patch v1 of app.shout>", "line": 1})
     assert (from_file.file, from_file.line, from_file.target) == ("/src/app.py", 18, "shout")
-    assert (from_patch.file, from_patch.line) == (None, None)
+    assert (from_patch.file, from_patch.line, from_patch.module) == (None, None, "app")
+
+
+def test_a_function_known_only_by_module_is_found_under_the_base_directory(project):
+    definition = {"name": "pkg.app.shout", "kind": "source", "where": "pkg.app:shout",
+                  "value": "def shout(text):\n    return text.upper()\n"}
+    exported = ExportParam.from_definition(definition, "def shout(text):\n    return text\n", function_def={
+        "module": "pkg.app", "qualname": "shout", "file": "<trace-live patch v1 of pkg.app.shout>", "line": 1})
+    diff = render_diff([exported], base_dir=project)
+    assert "+    return text\n" in diff
+    assert apply_check(project, diff).returncode == 0, diff
 
 
 PROCESS = '''
