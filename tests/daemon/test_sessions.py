@@ -143,8 +143,8 @@ def test_concurrent_step_requests_share_one_step(env, daemon):
     out = a.run_episode(1, "p")
     a.send(m.Feedback(episode=1, node=out, text="x"))
     a.status()
-    a.send(m.StepRequest(request_id=1, options={"sleep": 0.5}))
-    time.sleep(0.1)
+    a.send(m.StepRequest(request_id=1, options={"sleep": 1.0}))
+    a.status()  # answered after a's step task has started (the step itself runs in a worker)
     b.send(m.StepRequest(request_id=1, options={}))
     done_a, done_b = a.expect(m.StepDone), b.expect(m.StepDone)
     assert done_a.version == done_b.version == 1
