@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -450,3 +451,58 @@ def test_closures_made_after_a_source_patch_run_the_new_code_too(load):
     assert (mod.first(1), mod.make_adder(2)(1)) == (101, 201)
     patcher.rollback_to(version - 1)
     assert (mod.first(1), mod.make_adder(2)(1)) == (2, 3)
+
+
+def test_generator_and_async_functions_take_new_source_of_their_kind(load):
+    import asyncio
+
+    mod = load("""
+        def count(n):
+            for i in range(n):
+                yield i
+        async def fetch(x):
+            return x
+    """)
+    register_source_param(mod.count)
+    register_source_param(mod.fetch)
+    assert ok(patch(source(f"{mod.__name__}.count", "def count(n):\n    for i in range(n):\n        yield i * 10\n"),
+                    source(f"{mod.__name__}.fetch", "async def fetch(x):\n    return x * 2\n")))
+    assert list(mod.count(3)) == [0, 10, 20]
+    assert asyncio.run(mod.fetch(4)) == 8
+
+
+def test_a_parameter_declared_not_trainable_refuses_patches(load):
+    mod = load("""
+        from tracer import param
+        FIXED = param("do not touch", trainable=False)
+    """)
+    [result] = patch(value(f"{mod.__name__}.FIXED", "touched"))
+    assert not result.ok and "declared trainable=False" in result.error
+    assert mod.FIXED == "do not touch"
+
+
+def test_other_threads_pick_up_the_new_code_at_their_next_call(load):
+    mod = load("""
+        def version():
+            return "old"
+    """)
+    register_source_param(mod.version)
+    seen, stop = [], threading.Event()
+
+    def caller():
+        while not stop.is_set():
+            seen.append(mod.version())
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    try:
+        while not seen:
+            time.sleep(0.001)
+        assert ok(patch(source(f"{mod.__name__}.version", "def version():\n    return 'new'\n")))
+        mark = len(seen)
+        while len(seen) < mark + 100:
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert seen[0] == "old" and set(seen[mark + 1:]) == {"new"}
