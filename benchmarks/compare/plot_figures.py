@@ -21,10 +21,22 @@ OURS_STYLE = {"color": "tab:blue", "marker": "o", "label": "ours (trace-live)"}
 OPTO_STYLE = {"color": "tab:red", "marker": "s", "label": "opto (trace-opt)"}
 
 
-def build_series(results, side):
+def measured_build_rows(results, side):
     rows = results["figures"]["build"].get(side) or []
-    points = sorted((r["nodes"], r["build_s"]) for r in rows if "error" not in r and r.get("build_s"))
-    return points
+    return [r for r in rows if "error" not in r and r.get("build_s")]
+
+
+def dropped(row):
+    return int(((row.get("tracer") or {}).get("dropped")) or 0)
+
+
+def build_series(results, side):
+    return sorted((r["nodes"], r["build_s"]) for r in measured_build_rows(results, side) if not dropped(r))
+
+
+def incomplete_build_points(results):
+    """Our runs whose tracer dropped events: drawn apart, their graph was not whole."""
+    return sorted((r["nodes"], r["build_s"]) for r in measured_build_rows(results, "ours") if dropped(r))
 
 
 def memory_series(results, side):
@@ -40,8 +52,12 @@ def subtitle(results):
             f"opto {results.get('opto_version') or '-'} on CPython {m.get('opto_python') or '-'}, {m.get('date', '?')}")
 
 
-def plot(path, results, series_of, title, xlabel, ylabel, logy):
+def plot(path, results, series_of, title, xlabel, ylabel, logy, extra=()):
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+    if extra:
+        xs, ys = zip(*extra)
+        axes.plot(xs, ys, linestyle="none", marker="o", markerfacecolor="none", color=OURS_STYLE["color"],
+                  label="ours, events dropped (graph incomplete)")
     for side, style in (("ours", OURS_STYLE), ("opto", OPTO_STYLE)):
         points = series_of(results, side)
         if points:
@@ -67,7 +83,8 @@ def main():
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     plot(out / "build_time.png", results, build_series,
-         "Feedback subgraph + problem instance vs chain length", "nodes in the chain", "seconds", logy=True)
+         "Feedback subgraph + problem instance vs chain length", "nodes in the chain", "seconds", logy=True,
+         extra=incomplete_build_points(results))
     plot(out / "memory.png", results, memory_series,
          "Resident memory growth vs traced calls", "traced calls", "RSS growth (MiB)", logy=False)
     print("build_time.png")

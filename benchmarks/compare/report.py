@@ -270,8 +270,10 @@ def _call_section(figures: dict, results: dict, name: str) -> list[str]:
                      "cost is understated.")
     tracer = ours.get("tracer")
     if tracer:
+        per_call = ours.get("events_per_call")
+        recorded = f"; it recorded {per_call:.1f} events per call in the sustained loop" if per_call else ""
         lines.append(f"Our process was connected to its daemon and sent {tracer.get('events_sent'):,} events "
-                     f"({tracer.get('dropped'):,} dropped) in the whole program.")
+                     f"({tracer.get('dropped'):,} dropped) in the whole program{recorded}.")
     return lines + ["", _where(results), ""]
 
 

@@ -12,7 +12,7 @@ events dropped in it are counted). Prints RESULT {"plain_s", "traced_s",
 "tracer": {...}} (seconds per call).
 """
 from measure import argument, best_seconds_per_iteration, emit, seconds_per_iteration
-from ours_common import dropped_so_far, flush, require_traced, tracer_state
+from ours_common import dropped_so_far, events_so_far, flush, require_traced, tracer_state
 
 import workload
 
@@ -37,10 +37,12 @@ def traced_loop(n):
 plain = best_seconds_per_iteration(plain_loop, SUSTAINED, REPEATS)
 burst = best_seconds_per_iteration(traced_loop, BURST, REPEATS, between=flush)
 flush()
-dropped_before = dropped_so_far()
+dropped_before, sent_before = dropped_so_far(), events_so_far()
 sustained = seconds_per_iteration(traced_loop, SUSTAINED)
 flush()
-emit({"plain_s": plain, "traced_s": burst, "overhead_s": burst - plain,
+# Events per call, sent or dropped: shows what the tracer really recorded in the sustained loop.
+events_per_call = (events_so_far() - sent_before + dropped_so_far() - dropped_before) / SUSTAINED
+emit({"events_per_call": events_per_call,"plain_s": plain, "traced_s": burst, "overhead_s": burst - plain,
       "sustained_s": sustained, "sustained_overhead_s": sustained - plain,
       "sustained_dropped": dropped_so_far() - dropped_before,
       "burst": BURST, "sustained": SUSTAINED, "repeats": REPEATS, "tracer": tracer_state(inc)})

@@ -29,6 +29,12 @@ def dropped_so_far() -> int:
     return int(runtime.stats().dropped or 0)
 
 
+def events_so_far() -> int:
+    """Events this process's tracer has sent since it started."""
+    from tracer import runtime
+    return int(runtime.stats().events_sent or 0)
+
+
 def tracer_state(*funcs) -> dict:
     """`instrumented` (every func rewritten), `connected` (the runtime reaches a daemon) and its counters."""
     state = {"instrumented": all(is_instrumented(f) for f in funcs), "connected": False}

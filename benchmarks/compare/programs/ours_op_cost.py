@@ -8,8 +8,10 @@ and sustained loops as in ours_call_cost.py (counts are calls of the
 kernel). Prints RESULT {"plain_s", "traced_s", "overhead_s",
 "sustained_s", "sustained_overhead_s", "sustained_dropped", ...} per operation.
 """
+import sys
+
 from measure import argument, best_seconds_per_iteration, emit, seconds_per_iteration
-from ours_common import dropped_so_far, flush, require_traced, tracer_state
+from ours_common import dropped_so_far, events_so_far, flush, require_traced, tracer_state
 
 import workload
 
@@ -35,10 +37,15 @@ def traced_loop(n):
 plain = best_seconds_per_iteration(plain_loop, SUSTAINED, REPEATS) / OPERATIONS
 burst = best_seconds_per_iteration(traced_loop, BURST, REPEATS, between=flush) / OPERATIONS
 flush()
-dropped_before = dropped_so_far()
+dropped_before, sent_before = dropped_so_far(), events_so_far()
 sustained = seconds_per_iteration(traced_loop, SUSTAINED) / OPERATIONS
 flush()
-emit({"plain_s": plain, "traced_s": burst, "overhead_s": burst - plain,
+# Events per call, sent or dropped: shows what the tracer really recorded in the sustained loop.
+events_per_call = (events_so_far() - sent_before + dropped_so_far() - dropped_before) / SUSTAINED
+if events_per_call < OPERATIONS:
+    sys.exit(f"not traced per operation: {events_per_call:.1f} events per call of an {OPERATIONS}-operation "
+             "kernel (is --granularity op in effect?)")
+emit({"events_per_call": events_per_call,"plain_s": plain, "traced_s": burst, "overhead_s": burst - plain,
       "sustained_s": sustained, "sustained_overhead_s": sustained - plain,
       "sustained_dropped": dropped_so_far() - dropped_before, "operations_per_call": OPERATIONS,
       "burst": BURST, "sustained": SUSTAINED, "repeats": REPEATS, "tracer": tracer_state(poly)})
