@@ -155,8 +155,8 @@ def test_ingest_and_status_do_not_wait_for_a_running_step(env, daemon):
     stepper, other = Client(env.socket, "s"), Client(env.socket, "s")
     out = stepper.run_episode(1, "p")
     stepper.send(m.Feedback(episode=1, node=out, text="x"))
-    stepper.send(m.StepRequest(request_id=99, options={"sleep": 3}))
-    time.sleep(0.2)
+    stepper.send(m.StepRequest(request_id=99, options={"sleep": 2}))
+    stepper.status()  # the step is running in its worker from here on
     started = time.monotonic()
     other.send(m.EventBatch(episode=5, events=[["v", i, {"t": "int", "id": i, "v": i}] for i in range(1000)]))
     status = other.status()
