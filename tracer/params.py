@@ -699,14 +699,10 @@ class ParamRegistry:
         entries = getattr(marking, "registry", None)
         if entries is None:
             return
-        try:
-            items = list(entries.items()) if hasattr(entries, "items") else [(e.id, e) for e in entries]
-        except Exception:
-            return
-        for func_id, entry in items:
-            if func_id in self._source_funcs or not getattr(entry, "trainable", False):
+        for func_id, entry in list(entries.items()):  # marking.registry: func id -> MarkedFunction
+            if func_id in self._source_funcs or not entry.trainable:
                 continue
-            func = entry.func() if callable(getattr(entry, "func", None)) and not isinstance(entry.func, FunctionType) else getattr(entry, "func", None)
+            func = entry.function()  # None until the function object exists
             func = getattr(func, "__func__", func)
             if not isinstance(func, FunctionType):
                 continue
