@@ -324,10 +324,13 @@ def _params_registry():
 #   ("s", site)    the result of op `site`     ("?",)       untracked (a fresh node)
 
 
-# A "ref" is a plain list `[node id or None, value]`: the resolver fills in
-# the node id when it converts the record that produced it. (A list, not a
-# class: it is allocated on the hot path, and a list is several times cheaper.)
-Ref = list
+# A "ref" stands for one value node: a 1-tuple `(value,)`, unique by
+# identity. The resolver maps refs to node ids (by id, keeping them alive for
+# the episode). A tuple and not a mutable record: nothing on the hot path is
+# ever written by another thread, and a tuple of plain data is untracked by
+# the cyclic GC, so millions of buffered records do not make every full
+# collection slower (that made `s += x` loops superlinear).
+Ref = tuple
 
 
 class FrameState:
@@ -344,35 +347,35 @@ class FrameState:
         self.last_ret_value: Any = None
 
 
-_CLIP = 256  # longer str/bytes are kept as a clipped copy (see `Clipped`)
+_CLIP = 256  # longer str/bytes are kept as a clipped copy (see `clip`)
+_CLIPPED = object()  # marks a clipped copy; `object()` itself is not GC-tracked
 
 
-class Clipped:
+def clip(value) -> tuple:
     """A long str/bytes recorded by a copy of its head, so no hook holds a reference.
 
     Holding a reference to a string being built with `s += x` would defeat
     CPython's in-place concatenation and make the loop quadratic (see
-    bytecode-pitfalls.md); a clipped copy keeps each record O(1).
+    bytecode-pitfalls.md); a clipped copy keeps each record O(1). The copy
+    is an exact tuple `(_CLIPPED, head, length, type name)`: untracked by GC.
     """
+    return (_CLIPPED, value[:_CLIP], len(value), type(value).__name__)
 
-    __slots__ = ("head", "length", "type_name")
 
-    def __init__(self, value) -> None:
-        self.head = value[:_CLIP]
-        self.length = len(value)
-        self.type_name = type(value).__name__
+def is_clipped(value) -> bool:
+    return type(value) is tuple and len(value) == 4 and value[0] is _CLIPPED
 
 
 def _keep(value):
     t = type(value)
     if (t is str or t is bytes) and len(value) > _CLIP:
-        return Clipped(value)
+        return clip(value)
     return value
 
 
 def _same(ref: Ref, value: Any) -> bool:
-    kept = ref[1]
-    return kept is value or (type(kept) is Clipped and type(value) in (str, bytes) and len(value) == kept.length)
+    kept = ref[0]
+    return kept is value or (is_clipped(kept) and type(value) in (str, bytes) and len(value) == kept[2])
 
 
 def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Optional[Ref]:
@@ -386,8 +389,8 @@ def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Op
         if ref is not None and (not has_value or _same(ref, value)):
             return ref
     elif kind == "c":
-        return [None, _keep(entry[1])]
-    return [None, _keep(value)] if has_value else None
+        return (_keep(entry[1]),)
+    return (_keep(value),) if has_value else None
 
 
 def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
@@ -403,7 +406,7 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
         op = _next_op()
         state = FrameState()
         from_caller = _caller_refs(parent, args)
-        refs = tuple(r if r is not None else [None, _keep(a)] for r, a in zip(from_caller, args))
+        refs = tuple(r if r is not None else (_keep(a),) for r, a in zip(from_caller, args))
         for name, ref in zip(names, refs):
             state.locals[name] = ref
         tok = [op, parent, state, ts]
@@ -425,7 +428,7 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
             _restore_parent(tok)
             buf = tok[3][0]
             if buf is not None:
-                ref = [None, _keep(value)]
+                ref = (_keep(value),)
                 buf.append(("retref", tok[0], ref, perf_counter_ns()))
                 parent = tok[1]
                 if parent is not None and parent[2] is not None:
@@ -470,11 +473,11 @@ def nested_resume(tok: Optional[list]) -> None:
 
 
 def _record_op(tok: list, state: FrameState, site: int, opname: str, inputs: list, value: Any) -> Ref:
-    out = [None, _keep(value)]
+    out = (_keep(value),)
     state.sites[site] = out
     buf = tok[3][0]
     if buf is not None:
-        buf.append(("op", out, tok[0], site, opname, inputs))
+        buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
     return out
@@ -499,13 +502,13 @@ def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -
                 ref = state.sites.get(entry[1])
             else:
                 ref = None
-            if ref is None or (ref[1] is not value and not _same(ref, value)):
-                ref = [None, _keep(value)]
+            if ref is None or (ref[0] is not value and not _same(ref, value)):
+                ref = (_keep(value),)
             inputs.append(ref)
-        out = state.sites[site] = [None, _keep(result)]
+        out = state.sites[site] = (_keep(result),)
         buf = tok[3][0]
         if buf is not None:
-            buf.append(("op", out, tok[0], site, opname, inputs))
+            buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
             if len(buf) > buffers._limit:
                 buffers.overflow(buf)
     except BaseException:
@@ -609,7 +612,7 @@ def op_stored(tok: Optional[list], value: Any, site: int, spec: tuple, opname: s
         for entry in spec:
             if entry[0] == "?":
                 if j < len(captured):
-                    inputs.append([None, _keep(captured[j])])
+                    inputs.append((_keep(captured[j]),))
                 j += 1
             else:
                 ref = _resolve(state, entry, None, False)
@@ -635,8 +638,8 @@ def op_store(tok: Optional[list], value: Any, name: str, source: tuple) -> None:
             ref = state.sites.get(source[1])
         else:
             ref = None
-        if ref is None or (ref[1] is not value and not _same(ref, value)):
-            ref = [None, _keep(value)]
+        if ref is None or (ref[0] is not value and not _same(ref, value)):
+            ref = (_keep(value),)
         state.locals[name] = ref
     except BaseException:
         _count_error()
@@ -648,7 +651,7 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
         return value
     try:
         state = tok[2]
-        ref = [None, _keep(value)]
+        ref = (_keep(value),)
         state.sites[site] = ref
         params = _params_registry()
         if params is not None:

@@ -66,9 +66,9 @@ def _identifier_like(text: str) -> bool:
 def _summarize(obj: Any) -> dict:
     from protocol.values import summarize
 
-    if type(obj) is hooks.Clipped:
-        head = obj.head
-        return {"t": obj.type_name, "id": id(obj), "v": head, "len": obj.length, "trunc": True}
+    if hooks.is_clipped(obj):
+        _, head, length, type_name = obj
+        return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
     return summarize(obj)
 
 
@@ -82,6 +82,7 @@ class _Episode:
         self.last_result: dict[int, tuple[int, Any]] = {}  # id -> (node, obj): most recent traced result
         self.ops: dict[int, int] = {}                    # op id -> func id (calls seen)
         self.param_nodes: set[int] = set()
+        self.refs: dict[int, tuple[int, tuple]] = {}         # op mode: id(ref) -> (node, ref)
 
 
 class Resolver:
@@ -172,7 +173,7 @@ class Resolver:
         entry = ep.sources.get(key)
         if entry is not None and entry[1] is obj and entry[0] in ep.param_nodes:
             return entry[0]  # a parameter's own (unshared) value
-        if type(obj) is not hooks.Clipped and not is_shareable(obj):
+        if not is_shareable(obj) and not hooks.is_clipped(obj):
             entry = ep.produced.get(key)
             if entry is not None and entry[1] is obj:
                 return entry[0]
@@ -191,7 +192,7 @@ class Resolver:
         node = self._value_node(obj, events)
         key = id(obj)
         ep.last_result[key] = (node, obj)
-        if type(obj) is hooks.Clipped or is_shareable(obj) or self._is_constant_of(func_id, obj):
+        if is_shareable(obj) or hooks.is_clipped(obj) or self._is_constant_of(func_id, obj):
             return node
         if key in ep.ambiguous:
             return node
@@ -224,7 +225,8 @@ class Resolver:
                 return
             if tag == "retref":  # op mode: [node, value]
                 ref = value
-                node = ref[0] = self._output_node(ref[1], events, func_id)
+                node = self._output_node(ref[0], events, func_id)
+                self._set_ref(ref, node)
             else:
                 node = self._output_node(value, events, func_id)
             events.append(["ret", op, node, t])
@@ -242,7 +244,8 @@ class Resolver:
                 self.skipped += 1
                 return
             if tag == "readref":  # op mode: the load site's ref
-                node = value[0] = self._param_node(name, value[1], events)
+                node = self._param_node(name, value[0], events)
+                self._set_ref(value, node)
             else:
                 node = self._param_node(name, value, events)
             events.append(["read", op, name, node])
@@ -268,17 +271,17 @@ class Resolver:
         for name, value in zip(names, args):
             ref = None
             if refs:  # op mode: the argument's ref in the callee's shadow
-                ref, value = value, value[1]
+                ref, value = value, value[0]
             record_ = defaults.get(name) if defaults else None
             if record_ is not None and _current_value(record_) is value:
                 node = self._param_node(record_.name, value, events)
                 reads.append(["read", op, record_.name, node])
-            elif ref is not None and ref[0] is not None:
-                node = ref[0]  # op mode: the caller's own value node for this argument
+            elif ref is not None and self._ref_node(ref) is not None:
+                node = self._ref_node(ref)  # op mode: the caller's own value node for this argument
             else:
                 node = self._input_node(value, events)
             if ref is not None:
-                ref[0] = node
+                self._set_ref(ref, node)
             inputs.append([name, node])
         events.append(["call", op, func_id, parent, inputs, thread, t])
         events.extend(reads)
@@ -312,14 +315,25 @@ class Resolver:
         for ref in refs:
             if ref is None:
                 continue
-            if ref[0] is None:
+            node = self._ref_node(ref)
+            if node is None:
                 # untracked by the rewriter: a fresh node (identity-linked only where exact)
-                ref[0] = self._input_node(ref[1], events)
-            inputs.append(ref[0])
-        value = out[1]
-        node = out[0] = self._value_node(value, events)
+                node = self._input_node(ref[0], events)
+                self._set_ref(ref, node)
+            inputs.append(node)
+        value = out[0]
+        node = self._value_node(value, events)
+        self._set_ref(out, node)
         ep.last_result[id(value)] = (node, value)
         events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
+
+
+    def _ref_node(self, ref: tuple) -> Optional[int]:
+        entry = self._episode.refs.get(id(ref))
+        return entry[0] if entry is not None and entry[1] is ref else None
+
+    def _set_ref(self, ref: tuple, node: int) -> None:
+        self._episode.refs[id(ref)] = (node, ref)  # keeps the ref alive: its id stays unique
 
 
 def _argnames(func_id: int, n: int) -> list[str]:

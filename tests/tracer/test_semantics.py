@@ -49,4 +49,5 @@ def test_program_output_is_identical_when_every_function_is_instrumented(program
     assert stats is not None, "the instrumented run wrote no statistics"
     assert stats["hook_errors"] == 0
     assert stats["resolver_error"] is None
+    assert stats["resolver_errors"] == 0, "records the resolver could not convert"
     assert stats["tags"].get("call", 0) > 0, "nothing was traced"

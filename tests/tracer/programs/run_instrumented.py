@@ -45,6 +45,7 @@ def write_stats(path):
         resolver = provenance.Resolver()
         events = resolver.convert([(0, records)])
         stats["events"] = len(events)
+        stats["resolver_errors"] = resolver.errors
         for event in events:
             stats["tags"][event[0]] = stats["tags"].get(event[0], 0) + 1
         resolver.release()
