@@ -15,9 +15,9 @@ the sender: the flusher keeps emptying the program's buffers meanwhile.
 
 Memory is bounded at every stage: the hooks' buffers by their own capacity
 (when full they call the overflow handler, `backpressure()`, which blocks the
-producing thread briefly while the flusher drains), and the flusher's queue
-by `max_pending_events` (while the daemon is unreachable or slower than the
-program). Whatever is dropped is counted, reported to the daemon in the next
+producing thread briefly while the flusher drains), and the flusher's queue,
+which holds frames already encoded, by `max_pending_bytes` (while the daemon
+is unreachable or slower than the program). Whatever is dropped is counted, reported to the daemon in the next
 `EventBatch.dropped`, and shown by `stats()`.
 
 When the transport reconnects to a (restarted) daemon, the new daemon knows
@@ -38,19 +38,31 @@ from typing import Any, Callable, Final, Iterable, Protocol
 
 from protocol import messages as m
 from protocol.errors import ProtocolError
+from protocol.framing import encode_message
 
 from tracer.errors import NotConnected
 from tracer.transport import ConnectionChanged, Transport
 
 DEFAULT_INTERVAL: Final = 0.05
 DEFAULT_BATCH_EVENTS: Final = 4096
-DEFAULT_MAX_PENDING_EVENTS: Final = 200_000
+DEFAULT_MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_MAX_EPISODE_RECORDS: Final = 100_000  # records (~ values kept alive) before an episode without feedback is released
 DEFAULT_BACKPRESSURE_WAIT: Final = 0.05
 
 # Event tags whose item at the given index is a function id / site id.
 _FUNC_INDEX: Final = {"call": 2}
 _SITE_INDEX: Final = {"op": 3}
+
+
+@dataclass
+class _Frame:
+    """One encoded message in the send queue."""
+
+    seq: int
+    kind: type
+    data: bytes
+    events: int = 0
+    episode: int | None = None
 
 
 class DefinitionLookup(Protocol):
@@ -146,6 +158,7 @@ class FlusherStats:
     definitions_sent: int = 0
     dropped: int = 0            # records/events lost: buffer overflow, queue overflow, conversion errors
     pending_events: int = 0     # converted, not yet sent
+    pending_bytes: int = 0      # the same, encoded
     episodes_closed: int = 0
     auto_rolled: int = 0        # episodes released because they grew past max_episode_records
     internal_errors: int = 0
@@ -176,7 +189,7 @@ class Flusher:
         suppress_tracing: Callable[[], None] = lambda: None,
         interval: float = DEFAULT_INTERVAL,
         batch_events: int = DEFAULT_BATCH_EVENTS,
-        max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS,
     ) -> None:
         self._transport = transport
@@ -188,16 +201,16 @@ class Flusher:
         self._suppress_tracing = suppress_tracing
         self._interval = interval
         self._batch_events = batch_events
-        self._max_pending_events = max_pending_events
+        self._max_pending_bytes = max_pending_bytes
         self.max_episode_records = max_episode_records
         self._init_state()
 
     def _init_state(self) -> None:
         # Per process: a forked child calls this again.
         self.resolver_lock = threading.RLock()
-        self._queue: deque[tuple[int, Any]] = deque()   # (sequence number, message), oldest first
-        self._queued_seq = 0         # sequence number of the last message queued
-        self._sent_seq = 0           # ... of the last message taken off the front (sent)
+        self._queue: deque[_Frame] = deque()   # encoded messages, oldest first
+        self._queued_seq = 0         # sequence number of the last frame queued
+        self._sent_seq = 0           # ... of the last frame taken off the front (sent)
         self._wake = threading.Event()          # flusher thread: drain now
         self._queue_ready = threading.Event()   # sender thread: something was queued
         self._progress = threading.Condition()  # flush cycles finished
@@ -357,9 +370,9 @@ class Flusher:
             if self._episode_records > self.max_episode_records:
                 self._roll_locked()
                 self.stats.auto_rolled += 1
-            if self._unreported_drops and not self._queue:
-                # Nothing else to carry the count: an empty batch reports it.
-                self._enqueue(m.EventBatch(episode=self.episode, events=[], dropped=0))
+            if self._unreported_drops:
+                # Drops counted after the last batch was made: an empty batch reports them.
+                self._enqueue(m.EventBatch(episode=self.episode, events=[], dropped=self._take_unreported_drops()))
         if self._queue:
             self._queue_ready.set()
 
@@ -386,18 +399,51 @@ class Flusher:
         if definitions is not None:
             self._enqueue(definitions)
         for start in range(0, len(events), self._batch_events):
-            chunk = events[start:start + self._batch_events]
-            if self.stats.pending_events + len(chunk) > self._max_pending_events:
-                self._drop(len(events) - start)
-                break
-            self._enqueue(m.EventBatch(episode=self.episode, events=chunk, dropped=0))
-            with self._count_lock:
-                self.stats.pending_events += len(chunk)
+            self._enqueue(m.EventBatch(episode=self.episode, events=events[start:start + self._batch_events],
+                                       dropped=self._take_unreported_drops()))
 
     def _enqueue(self, msg: Any) -> None:
-        # Callers hold resolver_lock, so sequence numbers follow queue order.
-        self._queued_seq += 1
-        self._queue.append((self._queued_seq, msg))
+        """Encode `msg` (in halves if need be) and queue it; callers hold resolver_lock.
+
+        Event batches that would take the queue past `max_pending_bytes` are
+        dropped and counted; definitions, episode ends and drop counts are
+        small and the daemon needs them, so they always go in.
+        """
+        for part, data in self._encoded(msg):
+            events = _events_in(part)
+            if events and self.stats.pending_bytes + len(data) > self._max_pending_bytes:
+                self._drop_batch(part)
+                continue
+            self._queued_seq += 1
+            self._queue.append(_Frame(self._queued_seq, type(part), data, events, _episode_of(part)))
+            if events:
+                with self._count_lock:
+                    self.stats.pending_events += events
+                    self.stats.pending_bytes += len(data)
+
+    def _encoded(self, msg: Any) -> list[tuple[Any, bytes]]:
+        """`msg` as frames: halved until each part encodes (too large a frame, or a value
+        msgpack cannot carry); a single item that still fails is dropped and counted."""
+        try:
+            return [(msg, encode_message(msg))]
+        except ProtocolError as exc:
+            halves = _halves(msg)
+            if halves is not None:
+                return [pair for half in halves for pair in self._encoded(half)]
+            self._note_error(exc)
+            if isinstance(msg, m.EventBatch):
+                self._drop_batch(msg)
+            return []
+
+    def _drop_batch(self, batch: m.EventBatch) -> None:
+        self._drop(len(batch.events))
+        with self._count_lock:
+            self._unreported_drops += batch.dropped  # the count it carried must still reach the daemon
+
+    def _take_unreported_drops(self) -> int:
+        with self._count_lock:
+            count, self._unreported_drops = self._unreported_drops, 0
+        return count
 
     def _roll_locked(self) -> None:
         self._enqueue(m.EpisodeClosed(episode=self.episode))
@@ -434,73 +480,53 @@ class Flusher:
             try:
                 if generation != self._connection_generation:
                     self._start_connection(generation)
-                    continue  # the queue may have changed
-                seq, msg = self._queue[0]
-                if isinstance(msg, m.EventBatch) and self._unreported_drops:
-                    with self._count_lock:
-                        msg.dropped, self._unreported_drops = msg.dropped + self._unreported_drops, 0
-                transport.send(msg, generation=generation)
+                    continue  # the queue has changed
+                frame = self._queue[0]
+                transport.send_frame(frame.data, generation=generation)
             except ConnectionChanged:
                 continue
             except NotConnected:
                 return
-            except ProtocolError as exc:  # too large a frame, or a value msgpack cannot carry
-                self._split_or_drop_front(exc)
-                continue
             self._queue.popleft()
-            self._count_sent(msg, generation)
+            self._count_sent(frame, generation)
             with self._sent:
-                self._sent_seq = max(self._sent_seq, seq)
+                self._sent_seq = max(self._sent_seq, frame.seq)
                 self._sent.notify_all()
 
-    def _split_or_drop_front(self, error: ProtocolError) -> None:
-        """The first queued message cannot be encoded: send it in halves, or drop it if it is one item.
+    def _start_connection(self, generation: int) -> None:
+        """Put everything a daemon that has never seen this process needs first in the queue.
 
-        Halving isolates a bad event or definition (or fits a batch of large
-        summaries under the frame limit); a single item that still fails is
-        dropped and counted, so one bad value never blocks what is behind it.
+        On the first connection nothing was sent yet: the queue already
+        holds every definition collected, in order.
         """
         with self.resolver_lock:
-            seq, msg = self._queue.popleft()
-            halves = _halves(msg)
-            if halves is not None:
-                self._queue.extendleft((seq, half) for half in reversed(halves))
+            previous, self._connection_generation = self._connection_generation, generation
+            if previous is None:
                 return
-        self._note_error(error)
-        if isinstance(msg, m.EventBatch):
-            with self._count_lock:
-                self.stats.pending_events -= len(msg.events)
-                self._unreported_drops += msg.dropped  # the count it carried must still reach the daemon
-            self._drop(len(msg.events))
-        with self._sent:
-            self._sent_seq = max(self._sent_seq, seq)
-            self._sent.notify_all()
-
-    def _start_connection(self, generation: int) -> None:
-        """Put everything a daemon that has never seen this process needs first in the queue."""
-        with self.resolver_lock:
             # Queued Definitions are all part of `everything`: do not send them twice.
-            queue = deque(item for item in self._queue if not isinstance(item[1], m.Definitions))
+            queue = deque(frame for frame in self._queue if frame.kind is not m.Definitions)
             everything = self._definitions.everything()
             if everything is not None:
-                queue.appendleft((self._sent_seq, everything))
+                frames = [_Frame(self._sent_seq, m.Definitions, data) for _, data in self._encoded(everything)]
+                queue.extendleft(reversed(frames))
             self._queue = queue
-            previous, self._connection_generation = self._connection_generation, generation
-            if previous is not None and self._episode_sent_on is not None and self._episode_sent_on != generation:
+            if self._episode_sent_on is not None and self._episode_sent_on != generation:
                 # The new daemon never saw this episode's value nodes: start a fresh one.
                 self._roll_locked()
 
-    def _count_sent(self, msg: Any, generation: int) -> None:
-        if isinstance(msg, m.EventBatch):
-            self.stats.events_sent += len(msg.events)
+    def _count_sent(self, frame: _Frame, generation: int) -> None:
+        if frame.kind is m.EventBatch:
+            self.stats.events_sent += frame.events
             self.stats.batches_sent += 1
-            with self._count_lock:
-                self.stats.pending_events -= len(msg.events)
-            if msg.episode == self.episode:
+            if frame.events:
+                with self._count_lock:
+                    self.stats.pending_events -= frame.events
+                    self.stats.pending_bytes -= len(frame.data)
+            if frame.episode == self.episode:
                 self._episode_sent_on = generation
-        elif isinstance(msg, m.Definitions):
+        elif frame.kind is m.Definitions:
             self.stats.definitions_sent += 1
-        elif isinstance(msg, m.EpisodeClosed):
+        elif frame.kind is m.EpisodeClosed:
             self.stats.episodes_closed += 1
 
     # -- drops and errors --------------------------------------------------
@@ -540,3 +566,11 @@ def _definitions_of(items: list[tuple[str, Any]]) -> m.Definitions:
     for field_name, definition in items:
         grouped[field_name].append(definition)
     return m.Definitions(**grouped)
+
+
+def _events_in(msg: Any) -> int:
+    return len(msg.events) if isinstance(msg, m.EventBatch) else 0
+
+
+def _episode_of(msg: Any) -> int | None:
+    return msg.episode if isinstance(msg, m.EventBatch) else None

@@ -41,7 +41,7 @@ from tracer.flusher import (
     DEFAULT_BACKPRESSURE_WAIT,
     DEFAULT_INTERVAL,
     DEFAULT_MAX_EPISODE_RECORDS,
-    DEFAULT_MAX_PENDING_EVENTS,
+    DEFAULT_MAX_PENDING_BYTES,
     DefinitionTracker,
     Flusher,
 )
@@ -80,7 +80,7 @@ class RuntimeConfig:
     initial_patch_timeout: float = 2.0  # waiting for the session's latest patch at start
     exit_flush_timeout: float = 2.0     # atexit: time to send what is left
     flush_interval: float = DEFAULT_INTERVAL
-    max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES  # encoded frames waiting for a slow or absent daemon
     max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS
     buffer_limit: int | None = None     # records per thread before back-pressure (None: buffers' default)
     backpressure_wait: float = DEFAULT_BACKPRESSURE_WAIT  # a full buffer waits this long for a drain, then drops
@@ -117,6 +117,7 @@ class RuntimeStats:
     bytes_sent: int = 0
     dropped: int = 0
     pending_events: int = 0
+    pending_bytes: int = 0
     reconnects: int = 0
     episodes_closed: int = 0
     episodes_auto_rolled: int = 0
@@ -205,7 +206,7 @@ class Runtime:
             take_dropped=buffers.take_dropped,
             suppress_tracing=buffers.suppress_current_thread,
             interval=self.config.flush_interval,
-            max_pending_events=self.config.max_pending_events,
+            max_pending_bytes=self.config.max_pending_bytes,
             max_episode_records=self.config.max_episode_records,
         )
         self.flusher.start()
@@ -589,6 +590,7 @@ def stats() -> RuntimeStats:
         result.batches_sent = s.batches_sent
         result.dropped = s.dropped
         result.pending_events = s.pending_events
+        result.pending_bytes = s.pending_bytes
         result.episodes_closed = s.episodes_closed
         result.episodes_auto_rolled = s.auto_rolled
         result.internal_errors = s.internal_errors

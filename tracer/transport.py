@@ -170,9 +170,13 @@ class Transport:
 
         Raises `NotConnected` when there is no connection (the receiver thread
         is reconnecting, or tracing is off) and `ConnectionChanged` when
-        `generation` is given and the connection is newer than it.
+        `generation` is given and the connection is newer than it; a message
+        that cannot be encoded raises the protocol's `ProtocolError`.
         """
-        data = encode_message(msg)
+        return self.send_frame(encode_message(msg), generation=generation)
+
+    def send_frame(self, data: bytes, *, generation: int | None = None) -> int:
+        """Send one frame already encoded with `protocol.encode_message` (see `send`)."""
         with self._send_lock:
             sock = self._sock
             if sock is None:

@@ -286,7 +286,7 @@ def test_the_flusher_thread_itself_is_never_traced(server, transport, make_flush
 def test_slow_daemon_bounds_memory_and_reports_what_was_dropped(server, transport, make_flusher):
     """The daemon stops reading: the program keeps running, memory stays bounded, drops are counted."""
     buffers.set_limit(500)
-    flusher = make_flusher(max_pending_events=2_000, batch_events=500)
+    flusher = make_flusher(max_pending_bytes=60_000, batch_events=500)
     buffers.set_overflow_handler(lambda buf: flusher.backpressure(0.01))
     server.paused.set()
     started = time.monotonic()
@@ -298,7 +298,7 @@ def test_slow_daemon_bounds_memory_and_reports_what_was_dropped(server, transpor
     elapsed = time.monotonic() - started
     assert elapsed < 10, f"the program was held up {elapsed:.1f} s"
     assert buffers.pending() <= 500
-    assert flusher.stats.pending_events <= 2_000
+    assert flusher.stats.pending_bytes <= 60_000
     server.paused.clear()
     assert flushed(flusher, transport, 5)
     received = sum(len(b.events) for b in server.messages(m.EventBatch))

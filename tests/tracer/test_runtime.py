@@ -361,12 +361,12 @@ def test_slow_daemon_program_runs_on_and_drops_are_counted(server, workdir, sock
         for i in range(100_000):
             inc(i)
         report(elapsed=time.perf_counter() - t0, stats=runtime.stats().__dict__, buffered=buffers.pending())
-    """, start_args="buffer_limit=1000, max_pending_events=5000, exit_flush_timeout=0.2")
+    """, start_args="buffer_limit=1000, max_pending_bytes=200_000, exit_flush_timeout=0.2")
     server.paused.clear()
     assert done.returncode == 0, done.stderr
     stats = reports["stats"]
     assert stats["dropped"] > 0
-    assert stats["pending_events"] <= 5000 * 2 and reports["buffered"] <= 1000 * 2
+    assert stats["pending_bytes"] <= 200_000 and reports["buffered"] <= 1000 * 2
     assert reports["elapsed"] < 20
 
 
