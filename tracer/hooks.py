@@ -516,8 +516,30 @@ def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -
     return result
 
 
+def op_attr(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -> Any:
+    """`op` for a plain attribute load (`opname` is ".name"): also a parameter read if it is one."""
+    result = op(tok, site, spec, opname, *values)
+    if tok is not None:
+        try:
+            params = _params_registry()
+            recs = params.by_attr.get(opname[1:]) if params is not None else None
+            if recs:
+                for rec in recs:
+                    if rec.get() is result:
+                        out = tok[2].sites.get(site)
+                        buf = tok[3][0]
+                        if out is not None and buf is not None:
+                            buf.append(("readref", tok[0], rec.name, out))
+                        break
+        except BaseException:
+            _count_error()
+    return result
+
+
 def op_packed(tok: Optional[list], packed: tuple, site: int, spec: tuple, opname: str) -> Any:
-    """`op` for 3.10, where operands and result come packed in one tuple."""
+    """`op` / `op_attr` for 3.10, where operands and result come packed in one tuple."""
+    if opname[0] == ".":
+        return op_attr(tok, site, spec, opname, *packed)
     return op(tok, site, spec, opname, *packed)
 
 
@@ -681,6 +703,7 @@ HOOK_GLOBALS: dict[str, Any] = {
     "@trace_nested_fail": nested_fail,
     "@trace_nested_resume": nested_resume,
     "@trace_op": op,
+    "@trace_op_attr": op_attr,
     "@trace_op_packed": op_packed,
     "@trace_op_result": op_result,
     "@trace_op_capture": op_capture,

@@ -218,6 +218,33 @@ def test_call_mode_parameter_passed_on_links_to_the_parameter_node():
     assert input_nodes(ident) == [read[3]]
 
 
+class Agent:
+    style = params.param("formal and brief", name="test_provenance.Agent.style")
+
+    @bundle()
+    def describe(self):
+        return "style: " + self.style
+
+    @bundle(granularity="op")
+    def describe_ops(self):
+        return "style: " + self.style
+
+
+@pytest.mark.parametrize("method", ["describe", "describe_ops"])
+def test_reading_a_parameter_attribute_is_a_read_input_in_both_modes(method):
+    _, events = trace(getattr(Agent(), method))
+    (read,) = [e for e in events if e[0] == "read"]
+    assert read[2] == "test_provenance.Agent.style"
+    assert ["param", read[3], "test_provenance.Agent.style"] in events
+
+
+def test_op_mode_parameter_attribute_flows_into_the_op_that_uses_it():
+    _, events = trace(Agent().describe_ops)
+    (read,) = [e for e in events if e[0] == "read"]
+    (add,) = op_events(events, "add")
+    assert add[5][1] == read[3]
+
+
 # --- op mode -------------------------------------------------------------------
 
 

@@ -329,10 +329,12 @@ class OpInstrumenter(CallInstrumenter):
     def _apply(self, plan: tuple, item: Instr, depth: int, loc) -> list:
         _, k, site, spec, opname = plan
         if compat.HAS_COPY:
+            # attribute loads may be parameter reads (by name, then identity)
+            hook = "@trace_op_attr" if item.name == "LOAD_ATTR" else "@trace_op"
             if compat.NULL_AFTER_CALLABLE:
-                seq = [compat.load_global_plain("@trace_op", loc), Instr("PUSH_NULL", location=loc)]
+                seq = [compat.load_global_plain(hook, loc), Instr("PUSH_NULL", location=loc)]
             else:
-                seq = [Instr("PUSH_NULL", location=loc), compat.load_global_plain("@trace_op", loc)]
+                seq = [Instr("PUSH_NULL", location=loc), compat.load_global_plain(hook, loc)]
             seq.append(Instr("COPY", depth + 3, location=loc))
             seq += [compat.load_const(site, loc), compat.load_const(spec, loc), compat.load_const(opname, loc)]
             seq += [Instr("COPY", k + 6, location=loc) for _ in range(k)]
