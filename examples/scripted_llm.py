@@ -80,7 +80,7 @@ def suggest(prompt: str) -> dict:
 
 
 def respond(request) -> Reply:
-    prompt = request.prompt_text()
+    prompt = request.prompt_text
     if "#Variables" in prompt and "#Feedback" in prompt:
         suggestion = suggest(prompt)
         answer = {

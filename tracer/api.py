@@ -6,6 +6,7 @@ message says what to do.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +113,15 @@ def step(timeout: float = DEFAULT_STEP_TIMEOUT, **options: Any) -> StepResult:
     runtime._require()
     if not runtime.flush(min(timeout, _REQUEST_TIMEOUT)):
         raise StepFailed("could not send the trace to the optimizer in time; is the daemon overloaded?")
-    request = m.StepRequest(request_id=runtime.next_request_id(), options=dict(options))
+    options = dict(options)
+    if "llm" not in options:
+        configured = _configured_llm()
+        if configured:
+            # The daemon may have been started by another program with another
+            # environment: the model this program was configured with travels
+            # with its request and becomes the session's setting.
+            options["llm"] = configured
+    request = m.StepRequest(request_id=runtime.next_request_id(), options=options)
     done = runtime.request(request, timeout=_remaining(deadline))
     if done.error:
         raise STEP_ERRORS_BY_KIND.get(done.error_kind or "", StepFailed)(done.error, done.error_kind or "step_failed")
@@ -195,6 +204,16 @@ def _node_of(resolver: Any, value: Any) -> int | None:
         if finder is not None:
             return finder(value)
     return resolver.node_for_value(value)
+
+
+def _configured_llm() -> str | None:
+    """The LLM this program was configured with (--llm, [tool.trace] llm, TRACE_LLM)."""
+    try:
+        from tracer.config import TraceConfig
+
+        return TraceConfig.from_environ().llm or None
+    except Exception:  # a bad TRACE_* variable was already reported by trace-run
+        return os.environ.get("TRACE_LLM") or None
 
 
 def _wait_until_applied(version: int, deadline: float) -> None:

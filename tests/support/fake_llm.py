@@ -98,11 +98,8 @@ class RecordedRequest:
         return "anthropic" if self.path.endswith("/messages") else "openai"
 
     @property
-    def prompt_text(self) -> "PromptText":
-        """All message text of the request (system included), joined by newlines.
-
-        Read it as an attribute; calling it (`request.prompt_text()`) works too.
-        """
+    def prompt_text(self) -> str:
+        """All message text of the request (system included), joined by newlines."""
         parts: list[str] = []
         system = self.body.get("system")
         if isinstance(system, str):
@@ -113,14 +110,7 @@ class RecordedRequest:
                 parts.append(content)
             elif isinstance(content, list):
                 parts.extend(block.get("text", "") for block in content if isinstance(block, dict))
-        return PromptText("\n".join(parts))
-
-
-class PromptText(str):
-    """A str that returns itself when called, so both spellings of `prompt_text` work."""
-
-    def __call__(self) -> str:
-        return str(self)
+        return "\n".join(parts)
 
 
 Responder = Callable[[RecordedRequest], Reply]
