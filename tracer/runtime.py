@@ -125,6 +125,7 @@ class RuntimeStats:
     applied_version: int = 0
     internal_errors: int = 0
     last_error: str | None = None
+    last_daemon_error: str | None = None   # an Error the daemon sent that answered no request
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Runtime:
         self.flusher: Flusher | None = None
         self.service: InProcessService | None = None
         self.tracing_off_reason: str | None = None
+        self.last_daemon_error: str | None = None
         self._resolver: Any = None          # tracer.provenance.Resolver, used on the flusher thread
         self._patch_lock = threading.Lock()         # one patch applied at a time
         self._patches = threading.Condition()
@@ -186,6 +188,7 @@ class Runtime:
             on_thread_start=buffers.suppress_current_thread,
         )
         self.transport.add_handler(m.Patch, self._on_patch)
+        self.transport.add_handler(m.Error, self._on_daemon_error)
         try:
             welcome = self._connect()
         except HandshakeRejected as exc:
@@ -331,6 +334,10 @@ class Runtime:
             self._patches.wait_for(lambda: version in self._outcomes or self._highest_handled >= version, timeout)
             outcome = self._outcomes.get(version)
         return outcome.results if outcome is not None else None
+
+    def _on_daemon_error(self, error: m.Error) -> None:
+        """An Error that answers no waiting request (e.g. about a frame this process sent): keep it for stats()."""
+        self.last_daemon_error = f"{error.code}: {error.message}"
 
     def add_patch_listener(self, listener: Callable[[m.Patch, list[m.PatchResult]], None]) -> None:
         self._patch_listeners.append(listener)
@@ -580,6 +587,7 @@ def stats() -> RuntimeStats:
         episode=flusher.episode if flusher is not None else 1,
         patches_applied=runtime.patches_applied,
         applied_version=runtime.applied_version,
+        last_daemon_error=runtime.last_daemon_error,
     )
     if transport is not None:
         result.bytes_sent = transport.bytes_sent

@@ -481,3 +481,25 @@ def test_a_tracer_bug_at_start_turns_tracing_off_instead_of_failing_the_program(
     (line,) = tracer_lines(done.stderr)
     assert line.startswith("trace-live: tracing is off: internal error while starting")
     assert reports["connected"] is False
+
+
+def test_an_error_the_daemon_sends_unasked_shows_in_stats(server, workdir, sock_path):
+    program = Program(workdir, sock_path, """
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        sys.stdin.readline()
+        deadline = time.monotonic() + 10
+        while runtime.stats().last_daemon_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        report(error=runtime.stats().last_daemon_error)
+    """)
+    process = program.start()
+    try:
+        assert process.stdout.readline() == "ready\n"
+        server.send_to_all(m.Error(code="bad_event", message="events.events[3]: unknown tag"))
+        process.stdin.write("go\n"); process.stdin.flush()
+        assert process.wait(20) == 0
+    finally:
+        process.kill()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
+    assert program.reports()["error"] == "bad_event: events.events[3]: unknown tag"
