@@ -96,6 +96,8 @@ class Resolver:
         self._pending_functions: list[int] = []
         self._pending_sites: list[int] = []
         self._constants: dict[int, frozenset] = {}
+        self._argnames_cache: dict[int, list] = {}
+        self._defaults_cache: dict[int, tuple] = {}
         self._thread = 0
         self.skipped = 0   # events dropped because their call was not seen in this episode
         self.errors = 0    # records that could not be converted
@@ -264,8 +266,8 @@ class Resolver:
         if func_id not in self._sent_functions:
             self._sent_functions.add(func_id)
             self._pending_functions.append(func_id)
-        names = _argnames(func_id, len(args))
-        defaults = _default_params(func_id)
+        names = self._argnames(func_id, len(args))
+        defaults = self._default_params(func_id)
         inputs = []
         reads = []
         for name, value in zip(names, args):
@@ -327,6 +329,26 @@ class Resolver:
         ep.last_result[id(value)] = (node, value)
         events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
 
+
+    def _argnames(self, func_id: int, n: int) -> list[str]:
+        names = self._argnames_cache.get(func_id)
+        if names is None or len(names) < n:
+            names = self._argnames_cache[func_id] = _argnames(func_id, n)
+        return names[:n]
+
+    def _default_params(self, func_id: int) -> dict:
+        """arg name -> ParamRecord for the function's default-argument parameters (cached per generation)."""
+        params = sys.modules.get("tracer.params")
+        registry = getattr(params, "registry", None) if params is not None else None
+        if registry is None:
+            return {}
+        generation = getattr(registry, "generation", None)
+        cached = self._defaults_cache.get(func_id)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        found = _default_params(func_id)
+        self._defaults_cache[func_id] = (generation, found)
+        return found
 
     def _ref_node(self, ref: tuple) -> Optional[int]:
         entry = self._episode.refs.get(id(ref))
