@@ -574,6 +574,11 @@ def op_capture(tok: Optional[list], site: int, spec: Optional[tuple], *values: A
             _count_error()
 
 
+def op_capture_packed(tok: Optional[list], args: tuple, site: int, spec: tuple) -> None:
+    """`op_capture` for 3.10, where a call's arguments come packed in one tuple."""
+    op_capture(tok, site, spec, *args)
+
+
 def _caller_refs(parent: Optional[list], args: tuple) -> list:
     """Refs of `args` in the calling op-mode frame, where identity picks exactly one argument."""
     out: list = [None] * len(args)
@@ -707,6 +712,7 @@ HOOK_GLOBALS: dict[str, Any] = {
     "@trace_op_packed": op_packed,
     "@trace_op_result": op_result,
     "@trace_op_capture": op_capture,
+    "@trace_op_capture_packed": op_capture_packed,
     "@trace_op_call": op_call,
     "@trace_op_stored": op_stored,
     "@trace_op_store": op_store,

@@ -350,7 +350,6 @@ def test_op_mode_value_from_a_branch_join_gets_no_invented_edge(c):
     assert add[5][0] != wrong and add[5][0] != c_node
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no COPY: call arguments are not captured")
 def test_op_mode_argument_passed_to_a_marked_callee_is_the_callers_node():
     @bundle(granularity="op")
     def callee(v):

@@ -120,6 +120,7 @@ class OpInstrumenter(CallInstrumenter):
         self.sites: dict[int, tuple[str, int, int, str]] = {}
         self.plans: dict[int, tuple] = {}
         self._occurrences: dict = {}
+        self.method_loads: set[int] = set()  # ids of LOAD_ATTRs that were LOAD_METHOD (not traced)
 
     # -- nested comprehensions belong to this function ----------------------
     def rewrite(self):
@@ -157,6 +158,14 @@ class OpInstrumenter(CallInstrumenter):
                 a, b = item.arg
                 out += [Instr("STORE_FAST", a, location=item.location),
                         Instr("LOAD_FAST", b, location=item.location)]
+            elif isinstance(item, Instr) and item.name == "LOAD_METHOD":
+                # 3.10: a method call's [method, self | NULL, args] stack cannot be
+                # called with a captured argument tuple; a bound method can.
+                load = Instr("LOAD_ATTR", item.arg, location=item.location)
+                self.method_loads.add(id(load))
+                out.append(load)
+            elif isinstance(item, Instr) and item.name == "CALL_METHOD":
+                out.append(Instr("CALL_FUNCTION", item.arg, location=item.location))
             else:
                 out.append(item)
         return out
@@ -208,7 +217,7 @@ class OpInstrumenter(CallInstrumenter):
                 continue
             name = item.name
             pushed = None
-            op = operation(item)
+            op = operation(item) if id(item) not in self.method_loads else None
             arity = call_arity(item) if op is None else None
             if op is not None:
                 opname, k = op
@@ -305,7 +314,17 @@ class OpInstrumenter(CallInstrumenter):
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
             _, site, spec, opname = plan
-            out.append(item)
+            if not compat.HAS_COPY and item.name == "CALL_FUNCTION" and item.arg:
+                # 3.10 (no COPY): pack the arguments, let the hook see the tuple,
+                # and call with it: f(*(a, b)) is the same call as f(a, b)
+                n = item.arg
+                packed_depth = depth - n + 2  # [.., f, T, T]
+                out += [Instr("BUILD_TUPLE", n, location=loc), Instr("DUP_TOP", location=loc)]
+                out += compat.call_hook_with_token("@trace_op_capture_packed", packed_depth + 1, 1, loc,
+                                                   extra_consts=(site, spec), keep_result=False)
+                out.append(Instr("CALL_FUNCTION_EX", 0, location=loc))
+            else:
+                out.append(item)
             after = depth + item.stack_effect(jump=False)
             out += compat.call_hook_with_token("@trace_op_call", after + 1, 1, loc,
                                                extra_consts=(site, spec, opname))
