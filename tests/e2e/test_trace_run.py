@@ -275,6 +275,27 @@ def test_params_named_on_the_command_line_are_declared(program_dir, tmp_path):
     assert result.stdout == "global You are terse.\n"
 
 
+@pytest.mark.parametrize("granularity", ["call", "op"])
+def test_main_params_are_declared_by_the_first_marked_call(program_dir, tmp_path, granularity):
+    write(program_dir, "agent.py", """
+        from tracer import params
+
+        SYSTEM = "Be brief."
+
+        def answer(q):
+            return SYSTEM + " " + q
+
+        before = params.registry.get("agent.SYSTEM")
+        print(answer("hi"))
+        record = params.registry.get("agent.SYSTEM")
+        print(before, record.kind, record.get())
+    """)
+    result = trace_run(["--granularity", granularity, "--target", "__main__:answer", "--param", "__main__:SYSTEM", "agent.py"],
+                       program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Be brief. hi\nNone global Be brief.\n"
+
+
 def test_invalid_configuration_is_a_usage_error_before_the_program_runs(program_dir, tmp_path):
     write(program_dir, "ok.py", "print('should not run')\n")
     result = trace_run(["--target", "not-a-target", "ok.py"], program_dir, tmp_path)
