@@ -508,3 +508,39 @@ def test_spawned_children_join_the_parents_session_on_the_daemon(program_dir, da
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "2 3\n2\n"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_configuration_alone_makes_a_script_optimisable_live(program_dir, tmp_path):
+    # No decorator and no tracer.param in the program: --trainable and --param mark it.
+    write(program_dir, "agent.py", """
+        import tracer
+
+        SYSTEM = "Be brief."
+
+        def answer(q):
+            return SYSTEM + " " + q
+
+        tracer.feedback(answer("hi"), "too short")
+        tracer.step(timeout=30, suggest={
+            "agent.SYSTEM": "Be thorough.",
+            "agent.answer": "def answer(q):\\n    return SYSTEM.upper() + ' ' + q\\n",
+        })
+        print(SYSTEM)
+        print(answer("hi"))
+    """)
+    directory = tempfile.mkdtemp(prefix="trh-")  # short: the in-process service's socket lives under it
+    try:
+        result = trace_run(
+            ["--in-process", "--trainable", "__main__:answer", "--param", "__main__:SYSTEM", "agent.py"],
+            program_dir, tmp_path,
+            TRACE_STATE_DIR=os.path.join(directory, "state"),
+            TRACE_OPTIMIZER="tests.daemon.scripted_optimizer:factory",  # deterministic optimizer, no LLM
+            PYTHONPATH=REPO,
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Be thorough.\nBE THOROUGH. hi\n"
