@@ -315,9 +315,8 @@ def _params_registry():
 # --- op mode ---------------------------------------------------------------
 #
 # In op mode a frame's token carries a `FrameState`: for each local variable
-# and each op site, the `Ref` of the value currently held there. A Ref is a
-# small mutable record the resolver later fills with the value's node id.
-# The rewriter tells each hook statically where every operand came from (a
+# and each op site, the ref (below) of the value currently held there. The
+# rewriter tells each hook statically where every operand came from (a
 # "spec" entry per operand), so provenance never depends on object identity:
 #
 #   ("c", value)   a constant of the code      ("l", name)  a local variable
@@ -408,7 +407,8 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
         from_caller = _caller_refs(parent, args)
         refs = tuple(r if r is not None else (_keep(a),) for r, a in zip(from_caller, args))
         for name, ref in zip(names, refs):
-            state.locals[name] = ref
+            if name is not None:  # None: an argument held in a cell (not shadowed)
+                state.locals[name] = ref
         tok = [op, parent, state, ts]
         _set_current(ts, tok)
         buf.append(("callref", op, func_id, parent[0] if parent is not None else None,

@@ -379,3 +379,15 @@ def test_op_mode_in_place_string_building_keeps_each_step_linked():
     adds = op_events(events, "inplace_add")
     assert len(adds) == 3
     assert adds[1][5][0] == adds[0][6] and adds[2][5][0] == adds[1][6]
+
+
+def test_op_mode_arguments_after_a_closure_captured_argument_keep_their_nodes():
+    @bundle(granularity="op")
+    def f(a, b, c):
+        get_b = lambda: b  # b lives in a cell
+        return c + 1, get_b()
+
+    _, events = trace(f, 1000, 2000, 3000)
+    (call,) = call_events(events, ".f")
+    (add,) = op_events(events, "add")
+    assert add[5][0] == input_nodes(call)[2]

@@ -141,7 +141,7 @@ class OpInstrumenter(CallInstrumenter):
         names = argument_names(self.code)
         seq = compat.push_hook(self.enter_hook, loc)
         seq.append(compat.load_const(self.func_id, loc))
-        seq.append(compat.load_const(tuple(n for n in names if n not in cells), loc))
+        seq.append(compat.load_const(tuple(None if n in cells else n for n in names), loc))
         seq += [compat.load_arg(n, n in cells, loc) for n in names]
         seq += compat.call(2 + len(names), loc)
         return seq
