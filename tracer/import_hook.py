@@ -249,6 +249,9 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         self.marked: tuple = ()
 
     def get_code(self, fullname: str) -> types.CodeType:
+        if self.marks is None:  # only --param names this module: its code is not rewritten, the normal pyc serves
+            self.marked = ()
+            return super().get_code(fullname)
         source_path = self.get_filename(fullname)
         code, self.marked = load_rewritten_code(source_path, fullname, self.marks, self.granularity, self.get_data)
         return code
@@ -265,8 +268,6 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         register_config_params(module.__dict__, self.params)
 
     exec_module = _exec_module_without_visible_frames  # (self, module): before, run the body, after
-
-
 
 
 def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
