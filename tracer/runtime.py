@@ -242,7 +242,9 @@ class Runtime:
         except DaemonUnavailable as first_error:
             if self.service is not None:
                 raise
-            if not self.config.autostart:
+            from tracer.autostart import autostart_enabled
+
+            if not (self.config.autostart and autostart_enabled()):
                 raise DaemonUnavailable(
                     f"{first_error}; start one with 'trace-daemon start' "
                     f"(starting it automatically is disabled: TRACE_AUTOSTART=0)"

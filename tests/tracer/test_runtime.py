@@ -503,3 +503,11 @@ def test_an_error_the_daemon_sends_unasked_shows_in_stats(server, workdir, sock_
         for stream in (process.stdin, process.stdout, process.stderr):
             stream.close()
     assert program.reports()["error"] == "bad_event: events.events[3]: unknown tag"
+
+
+def test_trace_autostart_0_in_the_environment_turns_autostart_off(workdir, sock_path):
+    done, _ = run(workdir, sock_path, "print('ran')", start_args="autostart=True", env={"TRACE_AUTOSTART": "0"})
+    assert done.stdout == "ran\n"
+    (line,) = tracer_lines(done.stderr)
+    assert line.endswith("start one with 'trace-daemon start' (starting it automatically is disabled: TRACE_AUTOSTART=0)")
+    assert not os.path.exists(os.path.join(workdir, "daemon.lock"))
