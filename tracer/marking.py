@@ -292,7 +292,7 @@ def bundle(trainable: Any = False, granularity: Optional[str] = None):
     """
     if callable(trainable) or isinstance(trainable, (classmethod, staticmethod, property)):
         func, trainable = trainable, False
-        instrument_function(func, trainable=False, granularity=granularity)
+        _bundle_one(func, False, granularity)
         return func
     if granularity is not None:
         _check_granularity(granularity, "bundle")
@@ -300,7 +300,23 @@ def bundle(trainable: Any = False, granularity: Optional[str] = None):
         raise MarkingError(f"bundle(trainable=...) must be True or False, got {trainable!r}")
 
     def decorate(obj):
-        instrument_function(obj, trainable=trainable, granularity=granularity)
+        _bundle_one(obj, trainable, granularity)
         return obj
 
     return decorate
+
+
+class BundleNotTracedWarning(UserWarning):
+    """`bundle` could not instrument a function; it runs untraced (the program is unaffected)."""
+
+
+def _bundle_one(obj: Any, trainable: bool, granularity: Optional[str]) -> None:
+    from tracer.rewrite import RewriteError
+
+    try:
+        instrument_function(obj, trainable=trainable, granularity=granularity)
+    except RewriteError as exc:
+        # Tracing must never break the program: run the function as written.
+        import warnings
+        warnings.warn(f"tracer: {exc}; it runs untraced. Please report this as a tracer bug.",
+                      BundleNotTracedWarning, stacklevel=3)

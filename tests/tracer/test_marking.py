@@ -273,3 +273,20 @@ def test_a_bad_granularity_in_the_environment_is_reported_by_name(monkeypatch):
 
 def test_rewrite_errors_are_specific():
     assert issubclass(RewriteError, Exception)
+
+
+def test_a_function_the_rewriter_cannot_handle_runs_untraced_with_a_warning(monkeypatch):
+    from tracer import rewrite
+
+    def refuse(*args, **kwargs):
+        raise RewriteError("cannot instrument m:f: simulated")
+
+    monkeypatch.setattr(rewrite, "instrument", refuse)
+
+    def f(x):
+        return x * 2
+
+    code = f.__code__
+    with pytest.warns(marking.BundleNotTracedWarning, match="runs untraced"):
+        assert bundle()(f) is f
+    assert f.__code__ is code and f(2) == 4

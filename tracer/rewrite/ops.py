@@ -158,13 +158,13 @@ class OpInstrumenter(CallInstrumenter):
                 a, b = item.arg
                 out += [Instr("STORE_FAST", a, location=item.location),
                         Instr("LOAD_FAST", b, location=item.location)]
-            elif isinstance(item, Instr) and item.name == "LOAD_METHOD":
+            elif isinstance(item, Instr) and item.name == "LOAD_METHOD" and not compat.HAS_COPY:
                 # 3.10: a method call's [method, self | NULL, args] stack cannot be
                 # called with a captured argument tuple; a bound method can.
                 load = Instr("LOAD_ATTR", item.arg, location=item.location)
                 self.method_loads.add(id(load))
                 out.append(load)
-            elif isinstance(item, Instr) and item.name == "CALL_METHOD":
+            elif isinstance(item, Instr) and item.name == "CALL_METHOD" and not compat.HAS_COPY:
                 out.append(Instr("CALL_FUNCTION", item.arg, location=item.location))
             else:
                 out.append(item)
