@@ -57,7 +57,7 @@ SMOKE = Sizes(
     repeats=1,
     memory_counts_ours=(200, 400),
     memory_counts_opto=(200, 400),
-    chain_nodes_ours=(20, 40),
+    chain_nodes_ours=(20,),
     chain_nodes_opto=(20,),
     steps=1, processes=2,
     program_timeout_s=60.0,

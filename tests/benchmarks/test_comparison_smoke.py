@@ -36,14 +36,13 @@ def smoke_options(**overrides) -> harness.Options:
 
 
 @needs_opto
-def test_opto_side_measures_call_cost_build_and_step_at_tiny_sizes():
-    results = harness.run(smoke_options(run_ours=False, figures=("call_cost", "build", "step")))
+def test_opto_side_measures_call_cost_and_a_step_at_tiny_sizes():
+    # The build figure imports OptoPrime (and litellm) once more: left to the full run to keep this fast.
+    results = harness.run(smoke_options(run_ours=False, figures=("call_cost", "step")))
     figures = results["figures"]
     assert results["opto_version"] == "0.1.3.8"
     call = figures["call_cost"]["opto"]
     assert call["traced_s"] > call["plain_s"] > 0
-    assert [row["nodes"] for row in figures["build"]["opto"]] == list(SMOKE.chain_nodes_opto)
-    assert all(row["build_s"] == pytest.approx(row["backward_s"] + row["problem_s"]) for row in figures["build"]["opto"])
     assert figures["step"]["opto"]["changed"] is True  # the loopback answer reached opto's parameter
     assert figures["prompt"]["opto"]["tokens"] > 0
 
