@@ -82,7 +82,7 @@ def run(options: Options) -> dict[str, Any]:
                     _measure(figures[name], side_name, getattr(side, name))
         if "build" in options.figures:
             options.log("build: chains")
-            _build(figures["build"], ours, opto, options.sizes)
+            _build(figures["build"], ours, opto, options.sizes, server)
         if "step" in options.figures or "prompt" in options.figures:
             options.log("step and prompt")
             _steps(figures, ours, opto, options.sizes, server)
@@ -125,16 +125,23 @@ def failure_reason(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def _build(entry: dict, ours: OurSide | None, opto: OptoSide | None, sizes: Sizes) -> None:
+def _build(entry: dict, ours: OurSide | None, opto: OptoSide | None, sizes: Sizes,
+           server: loopback.FakeLLMServer) -> None:
     for side_name, side, counts in (("ours", ours, sizes.chain_nodes_ours), ("opto", opto, sizes.chain_nodes_opto)):
         if side is None:
             continue
         rows = []
         for nodes in counts:
+            first = server.request_count
             try:
-                rows.append(side.build(nodes))
+                row = side.build(nodes)
             except Exception as exc:
                 rows.append({"nodes": nodes, "error": failure_reason(exc)})
+                continue
+            sent = server.requests[first:]
+            if sent:  # ours asks the LLM: measure the prompt as it arrived (opto's is measured in-process)
+                row["prompt_chars"] = len(sent[-1].prompt_text)
+            rows.append(row)
         entry[side_name] = rows
 
 

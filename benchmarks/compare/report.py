@@ -165,7 +165,7 @@ def _preamble(results: dict) -> list[str]:
         "`bundle`/`node` in its own virtual environment (`benchmarks/.opto-venv`, PyPI `trace-opt`), ours "
         "unchanged under `trace-run` with the functions marked by configuration, against a private daemon. "
         "Both optimizers talk through the real `openai` SDK to one loopback LLM that answers instantly. "
-        "Every figure is ours and opto's from the same run; timings are the fastest of several repeats.",
+        "Every figure is ours and opto's from the same run, on the same machine, at the same time.",
         "",
     ]
     if results.get("quick"):
@@ -308,8 +308,12 @@ def _memory_section(figures: dict, results: dict, plot: str | None) -> list[str]
                      "during our run.")
     if ours and ours.get("tracer"):
         t = ours["tracer"]
-        lines.append(f"Our tracer sent {t.get('events_sent')} events, dropped {t.get('dropped')}, "
-                     f"auto-released {t.get('episodes_auto_rolled')} oversized episodes.")
+        dropped = int(t.get("dropped") or 0)
+        lines.append(f"Our tracer sent {t.get('events_sent'):,} events, dropped "
+                     f"{f'**{dropped:,}**' if dropped else 0} and auto-released {t.get('episodes_auto_rolled')} "
+                     "oversized episodes."
+                     + (" Dropped events were never kept, so our figures understate what full tracing "
+                        "of these calls would hold." if dropped else ""))
     if plot:
         lines += ["", f"![memory vs traced calls]({plot})"]
     return lines + ["", _where(results), ""]
@@ -385,7 +389,26 @@ def _prompt_section(figures: dict, results: dict) -> list[str]:
     if ours and opto:
         verdict = "not larger" if ours["tokens"] <= opto["tokens"] else "**larger** (goal missed)"
         lines += ["", f"Ours / opto: {ours['tokens'] / opto['tokens']:.2f} of opto's tokens: {verdict}."]
+    lines += _chain_prompt_rows(figures["build"])
     return lines + ["", _where(results), ""]
+
+
+def _chain_prompt_rows(build: dict) -> list[str]:
+    """Prompt length for the chains of the build figure (opto's from construct_prompt, ours from the step record)."""
+    ours_rows, opto_rows = build_rows(build, "ours"), build_rows(build, "opto")
+    nodes = sorted(n for n in set(ours_rows) | set(opto_rows)
+                   if (ours_rows.get(n) or {}).get("prompt_chars") or (opto_rows.get(n) or {}).get("prompt_chars"))
+    if not nodes:
+        return []
+    lines = ["", "The prompt each optimizer built for the chains of the figure above (characters, system and user messages):", "",
+             "| nodes | ours | opto |", "|---|---|---|"]
+    for n in nodes:
+        cells = []
+        for rows in (ours_rows, opto_rows):
+            chars = (rows.get(n) or {}).get("prompt_chars")
+            cells.append(f"{chars:,}" if chars else "-")
+        lines.append(f"| {fmt_count(n)} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def _step_section(figures: dict, results: dict) -> list[str]:
