@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         _print_config(config)
         return 0
 
+    if script is not None and not os.path.exists(script):
+        # before any tracing starts (which may start a daemon): a typo costs nothing
+        print(f"{sys.executable}: can't open file {os.path.abspath(script)!r}: [Errno 2] No such file or directory",
+              file=sys.stderr)
+        return 2
+
     from tracer import import_hook, runner
 
     # Children (multiprocessing spawn, subprocess of python) trace with the same config.
