@@ -8,6 +8,10 @@ configuration, starts the tracing runtime, then runs the user's own
 removed from `sys.path` again, so the program sees the path it would without
 the tracer. Nothing here may stop the child from running: any failure leaves
 the child untraced, with one warning.
+
+Any Python on the machine may import this file (a child can run another
+interpreter with the same environment), so it is kept to syntax that even
+Python 2.7 parses, and does nothing where the tracer is not installed.
 """
 import os
 import sys
@@ -34,7 +38,7 @@ def _trace_this_process():
             # from a `python -c` server that prepares __main__ the same way, so patch always.
             _trace_spawned_main(config)
     except Exception as exc:  # never break the child: it runs untraced
-        warnings.warn(f"tracer: this child process runs untraced ({exc!r})", RuntimeWarning, stacklevel=1)
+        warnings.warn("tracer: this child process runs untraced (%r)" % (exc,), RuntimeWarning, stacklevel=1)
 
 
 def _start_runtime(config):
@@ -78,7 +82,7 @@ def _chain_user_sitecustomize():
     try:
         import sitecustomize  # noqa: F401  (the user's, if any)
     except ImportError as exc:
-        if exc.name != "sitecustomize":
+        if getattr(exc, "name", None) not in (None, "sitecustomize"):
             raise  # the user's sitecustomize itself failed: show it, as python would
         if this is not None:
             sys.modules["sitecustomize"] = this
