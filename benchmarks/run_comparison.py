@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="interpreter for our side, with the project installed (default: this one)")
     parser.add_argument("--opto-venv", type=Path, default=BENCHMARKS / ".opto-venv",
                         help="where opto's own virtual environment lives (created if missing)")
+    parser.add_argument("--opto-python", default=sys.executable,
+                        help="interpreter the opto environment is created from (default: this one; "
+                             "its pinned packages need CPython 3.11+)")
     parser.add_argument("--no-install", action="store_true",
                         help="do not create the opto environment; skip opto's side if it is missing")
     parser.add_argument("--skip-opto", action="store_true", help="measure our side only")
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     command = "python benchmarks/run_comparison.py" + (" --quick" if args.quick else "")
-    options = harness.Options(our_python=args.python, opto_venv=args.opto_venv, quick=args.quick,
+    options = harness.Options(our_python=args.python, opto_venv=args.opto_venv, opto_base_python=args.opto_python,
+                              quick=args.quick,
                               run_ours=not args.skip_ours, run_opto=not args.skip_opto,
                               install_opto=not args.no_install, command=command,
                               log=lambda text: print(f"[comparison] {text}", flush=True))

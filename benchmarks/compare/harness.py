@@ -7,7 +7,7 @@ entry says why, and the page prints "not measured yet" with that reason.
 """
 from __future__ import annotations
 
-import statistics
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ FIGURES = ("call_cost", "op_cost", "memory", "build", "prompt", "step")
 class Options:
     our_python: str
     opto_venv: Path
+    opto_base_python: str = sys.executable  # what the opto venv is created from
     quick: bool = False
     run_ours: bool = True
     run_opto: bool = True
@@ -94,7 +95,7 @@ def run(options: Options) -> dict[str, Any]:
 def _opto_side(options: Options, llm_env: dict[str, str], results: dict) -> OptoSide | None:
     try:
         if options.install_opto:
-            python = opto_venv.ensure(options.opto_venv, log=options.log)
+            python = opto_venv.ensure(options.opto_venv, base_python=options.opto_base_python, log=options.log)
         elif opto_venv.is_ready(options.opto_venv):
             python = opto_venv.venv_python(options.opto_venv)
         else:
@@ -175,6 +176,3 @@ def _first_prompt(server: loopback.FakeLLMServer, first_index: int) -> dict | No
     text = requests[0].prompt_text
     return {"chars": len(text), "tokens": count_tokens(text), "text": text}
 
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
