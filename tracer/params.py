@@ -568,7 +568,7 @@ class ParamRecord:
             registry.generation += 1
 
     def _aliases(self) -> list[tuple[dict, str]]:
-        """Other modules' globals bound to this very object (`from config import PROMPT`).
+        """Other globals bound to this very object (`from config import PROMPT`, `A = B = param(...)`).
 
         Only for module globals and class attributes whose value is unshared,
         so identity cannot pick up an equal stranger.
@@ -578,14 +578,16 @@ class ParamRecord:
         current = self.value
         if not _identity_is_meaningful(current):
             return []
-        own = {id(loc.namespace) for loc in self.locations if isinstance(loc, _GlobalLocation)}
-        found = []
+        own = {(id(loc.namespace), loc.name) for loc in self.locations if isinstance(loc, _GlobalLocation)}
+        namespaces = {id(loc.namespace): loc.namespace for loc in self.locations if isinstance(loc, _GlobalLocation)}
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)
-            if type(namespace) is not dict or id(namespace) in own:
-                continue
+            if type(namespace) is dict:
+                namespaces.setdefault(id(namespace), namespace)  # __main__ may not be sys.modules' one
+        found = []
+        for namespace in namespaces.values():
             for key, bound in list(namespace.items()):
-                if bound is current and not key.startswith("@"):
+                if bound is current and (id(namespace), key) not in own and not key.startswith("@"):
                     found.append((namespace, key))
         return found
 

@@ -337,6 +337,15 @@ def test_set_also_updates_modules_that_imported_the_value(load):
     assert user.GREETING == "Good evening"
 
 
+def test_set_also_updates_the_other_names_of_a_chained_assignment(load):
+    mod = load("""
+        from tracer import param
+        FIRST = SECOND = param("shared text")
+    """)
+    registry.get(f"{mod.__name__}.FIRST").set("new text")
+    assert (mod.FIRST, mod.SECOND) == ("new text", "new text")
+
+
 def test_generation_changes_when_a_parameter_is_set(load):
     mod = load("""
         from tracer import param
