@@ -85,7 +85,7 @@ def feedback(value: Any, text: str, *, score: float | None = None) -> None:
         raise TypeError(f"feedback text must be a str, got {type(text).__name__}")
     if score is not None and not isinstance(score, (int, float)):
         raise TypeError(f"score must be a number, got {type(score).__name__}")
-    rt = runtime._require()
+    rt = runtime.require()
     # The daemon must hold the events that produced the value before it
     # reads the feedback that points at them; both go over one connection.
     runtime.flush(_REQUEST_TIMEOUT)
@@ -110,7 +110,7 @@ def step(timeout: float = DEFAULT_STEP_TIMEOUT, **options: Any) -> StepResult:
     `StepFailed`) with the reason; the program can catch them and go on.
     """
     deadline = time.monotonic() + timeout
-    runtime._require()
+    runtime.require()
     if not runtime.flush(min(timeout, _REQUEST_TIMEOUT)):
         raise StepFailed("could not send the trace to the optimizer in time; is the daemon overloaded?")
     options = dict(options)
@@ -182,7 +182,7 @@ def rollback(version: int | None = None, timeout: float = 30.0) -> StepResult:
     Blocks until this process has applied it.
     """
     deadline = time.monotonic() + timeout
-    rt = runtime._require()
+    rt = runtime.require()
     reply = runtime.request(m.Request(request_id=runtime.next_request_id(), command="rollback",
                                       args={"session": rt.session, "version": version}),
                             timeout=_remaining(deadline))

@@ -699,4 +699,3 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
-_require = require  # the name tracer.api used first
