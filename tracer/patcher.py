@@ -164,7 +164,10 @@ def rollback_to(version: int) -> list[m.PatchResult]:
             record = params.registry.get(name)
             if record is None:
                 continue
-            prepared.append(_prepare_restore(record, target, target_version))
+            try:
+                prepared.append(_prepare_restore(record, target, target_version))
+            except PatchRejected as exc:
+                return _all_failed(prepared + [_Prepared(name, lambda: (lambda: None))], name, exc.reason)
         failed_name, reason = _apply_all(prepared)
         if failed_name is not None:
             return _all_failed(prepared, failed_name, reason)
