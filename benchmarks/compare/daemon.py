@@ -58,13 +58,16 @@ class PrivateDaemon:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise DaemonFailed(f"{' '.join(command)} exited with {self.process.returncode}:\n{self.log_tail()}")
+                message = f"{' '.join(command)} exited with {self.process.returncode}:\n{self.log_tail()}"
+                self.stop()
+                raise DaemonFailed(message)
             if self._answers():
                 return
             time.sleep(0.05)
+        message = (f"{' '.join(command)} did not listen on {self.socket} within "
+                   f"{READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
         self.stop()
-        raise DaemonFailed(f"{' '.join(command)} did not listen on {self.socket} within "
-                           f"{READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+        raise DaemonFailed(message)
 
     def _answers(self) -> bool:
         if not self.socket.exists():

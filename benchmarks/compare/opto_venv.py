@@ -98,7 +98,10 @@ def opto_version(python: Path) -> str:
 
 
 def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
+    except OSError as exc:
+        raise OptoEnvironmentError(f"could not {what}: cannot run {command[0]}: {exc}") from exc
     if result.returncode != 0:
         raise OptoEnvironmentError(
             f"could not {what} (exit {result.returncode}): {' '.join(command)}\n"

@@ -7,7 +7,8 @@ import sys
 import openai
 import pytest
 
-from benchmarks.compare import loopback
+from benchmarks.compare import harness, loopback, opto_venv
+from benchmarks.compare.daemon import DaemonFailed, PrivateDaemon
 from benchmarks.compare.our_side import PatchNotSeen, round_trips
 from benchmarks.compare.runner import ProgramFailed, run_program
 from benchmarks.compare.tokens import count_tokens
@@ -102,3 +103,36 @@ def test_tokens_are_counted_per_word_number_and_symbol_run():
     # "(" "str" ")" " greeting" "0" "=" "Hello": BPE never merges across these pieces
     assert count_tokens("(str) greeting0=Hello") == 7
     assert count_tokens("") == 0
+
+
+def test_opto_environment_from_a_missing_interpreter_fails_with_what_to_do(tmp_path):
+    with pytest.raises(opto_venv.OptoEnvironmentError, match="could not create the virtual environment"):
+        opto_venv.ensure(tmp_path / "venv", base_python=str(tmp_path / "no-such-python"), log=lambda text: None)
+
+
+def test_an_environment_built_from_other_pins_is_not_reused(tmp_path):
+    venv = tmp_path / "venv"
+    opto_venv.venv_python(venv).parent.mkdir(parents=True)
+    opto_venv.venv_python(venv).write_text("")
+    (venv / ".comparison-stamp").write_text("0123456789abcdef\n")
+    assert not opto_venv.is_ready(venv)
+    (venv / ".comparison-stamp").write_text(opto_venv.requirements_stamp() + "\n")
+    assert opto_venv.is_ready(venv)
+
+
+def test_without_an_opto_environment_every_opto_figure_says_why(tmp_path):
+    results = harness.run(harness.Options(our_python=sys.executable, opto_venv=tmp_path / "absent",
+                                          install_opto=False, run_ours=False, figures=(), log=lambda text: None))
+    reasons = {entry["opto_error"] for entry in results["figures"].values()}
+    assert len(reasons) == 1 and f"no opto environment at {tmp_path / 'absent'}" in reasons.pop()
+
+
+def test_a_daemon_that_cannot_start_is_reported_with_its_output(tmp_path):
+    broken_python = tmp_path / "python"
+    broken_python.write_text("#!/bin/sh\necho 'optimizer_service: cannot import' >&2\nexit 3\n")
+    broken_python.chmod(0o755)
+    daemon = PrivateDaemon(str(broken_python), llm_env={})
+    with pytest.raises(DaemonFailed, match="exited with 3") as failure:
+        daemon.start()
+    assert "cannot import" in str(failure.value)
+    assert not daemon.directory.exists()  # its temporary socket/state directory is cleaned up
