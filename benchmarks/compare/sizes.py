@@ -34,7 +34,7 @@ FULL = Sizes(
     memory_counts_opto=(10_000, 100_000),
     chain_nodes_ours=(1_000, 4_000, 16_000, 100_000),
     chain_nodes_opto=(1_000, 4_000, 16_000),
-    steps=5, processes=4,
+    steps=10, processes=4,
     program_timeout_s=1200.0,
 )
 
