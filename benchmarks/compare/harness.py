@@ -25,6 +25,8 @@ FIGURES = ("call_cost", "op_cost", "memory", "build", "prompt", "step")
 
 @dataclass
 class Options:
+    """What one comparison run measures, with which interpreters, at which sizes."""
+
     our_python: str
     opto_venv: Path
     opto_base_python: str = sys.executable  # what the opto venv is created from
@@ -45,6 +47,7 @@ class Options:
 
 
 def empty_results(options: Options) -> dict[str, Any]:
+    """The results skeleton: every figure present, with neither side measured yet."""
     return {
         "command": options.command,
         "quick": options.quick,

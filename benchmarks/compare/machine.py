@@ -20,8 +20,12 @@ def describe(our_python: str, opto_python: str | None) -> dict:
 
 
 def interpreter_version(python: str) -> str:
-    out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
-                         capture_output=True, text=True, timeout=60)
+    """`python`'s version ("3.11.7"), or "unknown" when it cannot be run."""
+    try:
+        out = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
     return out.stdout.strip() or "unknown"
 
 
