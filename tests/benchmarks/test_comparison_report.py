@@ -157,3 +157,12 @@ def test_build_runs_that_dropped_events_are_flagged_and_left_out_of_the_growth_r
     assert "**30,000** of 300,000: the daemon's graph was incomplete" in page
     goal = next(line for line in page.splitlines() if line.startswith("| linear graph handling"))
     assert "slope 1.00 over 1k, 4k nodes" in goal
+
+
+def test_flat_memory_bought_by_dropping_events_does_not_meet_the_goal():
+    memory = {"ours": {"points": [[10_000, 1 << 20], [1_000_000, 2 << 20]], "after_release_bytes": 0,
+                       "tracer": {"events_sent": 100, "dropped": 5_000}},
+              "opto": None, "opto_error": "capped"}
+    page = report.render(results_with(memory=memory), plots={})
+    goal = next(line for line in page.splitlines() if line.startswith("| flat memory"))
+    assert "5,000 events dropped" in goal and goal.endswith("| **missed** |")
