@@ -302,11 +302,13 @@ def _memory_section(figures: dict, results: dict, plot: str | None) -> list[str]
         lines.append(f"| opto after `GRAPH.clear()` (drops every node of every run) | | "
                      f"{fmt_bytes(opto['after_graph_clear_bytes'])} |")
     lines.append("")
-    if opto and len(opto["points"]) >= 1:
+    if opto and opto["points"] and ours and opto["points"][-1][0] < ours["points"][-1][0]:
         n, grown = opto["points"][-1]
         per_call = grown / n
-        lines.append(f"{results['caps']['memory']}: measured {per_call / 1024:.1f} KiB per call, so 1M calls "
-                     f"would need about {per_call * 1_000_000 / 2**30:.1f} GiB (extrapolated, not run).")
+        target = ours["points"][-1][0]
+        lines.append(f"{results['caps']['memory']}: it grew {per_call / 1024:.1f} KiB per call, so "
+                     f"{fmt_count(target)} calls would need about {per_call * target / 2**30:.1f} GiB "
+                     "(extrapolated, not run).")
     if ours and ours.get("daemon_growth_bytes") is not None:
         lines.append(f"Our daemon (a separate process holding the events) grew by {fmt_bytes(ours['daemon_growth_bytes'])} "
                      "during our run.")
@@ -364,9 +366,18 @@ def _build_section(figures: dict, results: dict, plot: str | None) -> list[str]:
                  f"{'%.2f' % opto_slope if opto_slope is not None else NOT_MEASURED}.")
     if opto_rows and max(opto_rows) < max(results["sizes"].get("chain_nodes_ours", (0,)) or (0,)):
         lines.append(results["caps"]["build"] + ".")
+    factors = _growth_factors(opto_rows)
+    if factors:
+        lines.append("opto's time factor from one chain to the next: " + ", ".join(factors) + ".")
     if plot:
         lines += ["", f"![build time vs graph size]({plot})"]
     return lines + ["", _where(results), ""]
+
+
+def _growth_factors(rows: dict[int, dict]) -> list[str]:
+    sizes = sorted(rows)
+    return [f"{fmt_count(a)} -> {fmt_count(b)} nodes: {rows[b]['build_s'] / rows[a]['build_s']:.1f}x time"
+            for a, b in zip(sizes, sizes[1:]) if rows[a]["build_s"] > 0]
 
 
 def _dropped_cell(row: dict) -> str:

@@ -66,8 +66,7 @@ SMOKE = Sizes(
 # Why opto's runs stop where they stop (shown on the page next to the figure,
 # with the measured growth that justifies the cap).
 CAPS = {
-    "memory": "opto is capped at the largest count it ran: it keeps every node for the life of the "
-              "process, so 1M calls would need the measured growth per call times 1M",
-    "build": "opto is capped at the largest chain it ran: its backward pass grows super-linearly "
-             "(time factor per 4x nodes below), so the next size would take minutes",
+    "memory": "opto keeps every node for the life of the process, so its run stops at the largest count above",
+    "build": "opto's backward pass grows super-linearly, so its runs stop at the largest chain above; "
+             "the next size would take minutes",
 }
