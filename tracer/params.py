@@ -854,23 +854,39 @@ def _instructions_after_call(code: CodeType, lasti: int) -> list[dis.Instruction
     return None
 
 
-# id(code) -> (weak reference to the code, {call offset: site}). Keyed by
-# identity: equal code objects of two modules must not share default sites,
-# whose `code` is compared by identity. Weak, so module code can be freed.
-_site_cache: dict[int, tuple["weakref.ref[CodeType]", dict[int, _Site]]] = {}
+class _CodeSites:
+    """What is known about the param() calls in one code object, by call offset."""
+
+    __slots__ = ("ref", "sites", "records")
+
+    def __init__(self, ref: "weakref.ref[CodeType]"):
+        self.ref = ref
+        self.sites: dict[int, _Site] = {}
+        # offset -> (name= given, record declared there): a second call at the
+        # same place (the next instance, the next call) skips naming and lookup.
+        self.records: dict[int, tuple[str | None, ParamRecord]] = {}
 
 
-def _analyse_site(code: CodeType, lasti: int) -> _Site:
-    """Follow param()'s result on the stack until an instruction consumes it (no jumps)."""
+# id(code) -> its _CodeSites. Keyed by identity: equal code objects of two
+# modules must not share default sites, whose `code` is compared by
+# identity. The weak reference drops the entry with the code.
+_site_cache: dict[int, _CodeSites] = {}
+
+
+def _code_sites(code: CodeType) -> _CodeSites:
     entry = _site_cache.get(id(code))
-    if entry is None or entry[0]() is not code:
+    if entry is None or entry.ref() is not code:
         key = id(code)
-        entry = (weakref.ref(code, lambda _, key=key: _site_cache.pop(key, None)), {})
+        entry = _CodeSites(weakref.ref(code, lambda _, key=key: _site_cache.pop(key, None)))
         _site_cache[key] = entry
-    sites = entry[1]
-    site = sites.get(lasti)
+    return entry
+
+
+def _analyse_site(entry: _CodeSites, code: CodeType, lasti: int) -> _Site:
+    """Follow param()'s result on the stack until an instruction consumes it (no jumps)."""
+    site = entry.sites.get(lasti)
     if site is None:
-        site = sites[lasti] = _scan(code, lasti)
+        site = entry.sites[lasti] = _scan(code, lasti)
     return site
 
 
@@ -1115,8 +1131,14 @@ def param(value: Any, name: str | None = None, constraint: str | None = None, tr
 def _declare(value: Any, name: str | None, constraint: str | None, trainable: bool, frame: FrameType | None) -> Any:
     if frame is None:
         return value
-    code = frame.f_code
-    site = _analyse_site(code, frame.f_lasti)
+    code, lasti = frame.f_code, frame.f_lasti
+    entry = _code_sites(code)
+    site = _analyse_site(entry, code, lasti)
+    known = entry.records.get(lasti)
+    if known is not None and known[0] == name:
+        result = _redeclare_at_known_place(known[1], site, frame, value, constraint)
+        if result is not _MISSING:
+            return result
     namespace = frame.f_globals
     kind, target, derived, location, holder_obj = _place(site, frame)
     line = None  # frame.f_lineno reads the line table: only when needed
@@ -1157,7 +1179,34 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
                     known.stale = True  # type: ignore[attr-defined]
         if location is not None:
             registry._add_location(record, location)
+        entry.records[lasti] = (name, record)
         return result
+
+
+def _redeclare_at_known_place(record: ParamRecord, site: _Site, frame: FrameType, value: Any,
+                              constraint: str | None) -> Any:
+    """The fast path of a repeated declaration (the next instance, the next call); _MISSING: take the slow one."""
+    if record.kind == KIND_INSTANCE_ATTR and site.kind == "attr":
+        holder = _load_holder(site.holder, frame)
+        if isinstance(holder, (type, ModuleType)):
+            return _MISSING
+        with registry.lock:
+            result = _redeclared(record, value)
+            if constraint is not None:
+                record.constraint = constraint
+            location = _instance_location(record, holder, site.target, result)
+            if isinstance(location, _InstanceAttrLocation):
+                record.instances[id(holder)] = location
+            else:
+                registry._add_location(record, location)
+            return result
+    if record.kind == KIND_VALUE and site.kind in ("local", KIND_VALUE):
+        with registry.lock:
+            result = _redeclared(record, value)
+            if constraint is not None:
+                record.constraint = constraint
+            return result
+    return _MISSING
 
 
 def _place(site: _Site, frame: FrameType) -> tuple[str, str, str, _Location | None, Any]:
