@@ -794,7 +794,7 @@ _SIMPLE_HOLDERS = {
     "LOAD_FAST": "fast", "LOAD_FAST_CHECK": "fast", "LOAD_FAST_BORROW": "fast", "LOAD_NAME": "name",
     "LOAD_GLOBAL": "global", "LOAD_DEREF": "fast", "LOAD_CLASSDEREF": "fast",
 }
-_CALLS = {"CALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW", "CALL_KW"}
+_CALLS = {"CALL", "CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW", "CALL_KW", "CALL_FUNCTION_EX"}
 
 
 def _pops(instr: dis.Instruction) -> int | None:
@@ -824,6 +824,8 @@ def _pops(instr: dis.Instruction) -> int | None:
         return arg + 1
     if op in ("CALL_METHOD", "CALL_FUNCTION_KW"):
         return arg + 2
+    if op == "CALL_FUNCTION_EX":  # callable (and NULL from 3.11), args tuple, kwargs dict if flagged
+        return (2 if PY < (3, 11) else 3) + (arg & 0x01)
     if op == "MAKE_FUNCTION":
         if PY >= (3, 13):
             return 1

@@ -245,20 +245,20 @@ def test_a_store_to_a_computed_object_is_not_guessed(load):
 def test_places_are_found_inside_marked_functions_whatever_the_granularity(load, granularity):
     mod = load(f"""
         import tracer
-        class Planner:
+        class Planner_{granularity}:
             @tracer.bundle(granularity="{granularity}")
             def __init__(self):
                 self.goal = tracer.param("plan the trip")
         @tracer.bundle(granularity="{granularity}")
-        def plan(step):
+        def plan_{granularity}(step):
             hint = tracer.param("think first")
             return hint + step
     """)
-    planner = mod.Planner()
-    assert mod.plan("!") == "think first!"
-    assert registry.get("Planner.goal").kind == "instance_attr"
-    assert registry.get("plan.hint").kind == "value"
-    registry.get("Planner.goal").set("plan the budget")
+    planner = getattr(mod, f"Planner_{granularity}")()
+    assert getattr(mod, f"plan_{granularity}")("!") == "think first!"
+    assert registry.get(f"Planner_{granularity}.goal").kind == "instance_attr"
+    assert registry.get(f"plan_{granularity}.hint").kind == "value"
+    registry.get(f"Planner_{granularity}.goal").set("plan the budget")
     assert planner.goal == "plan the budget"
 
 
