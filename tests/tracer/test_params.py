@@ -370,15 +370,15 @@ def test_definition_is_a_protocol_param_def(load):
 def test_config_params_declare_existing_globals_and_class_attributes(load):
     mod = load("""
         SYSTEM = "You are kind."
-        class Model:
+        class ConfigModel:
             temperature = 0.3
     """)
     glob = register_config_param(f"{mod.__name__}:SYSTEM")
-    attr = register_config_param(f"{mod.__name__}:Model.temperature")
+    attr = register_config_param(f"{mod.__name__}:ConfigModel.temperature")
     assert (glob.kind, attr.kind) == ("global", "class_attr")
     glob.set("You are brief.")
     attr.set(0.9)
-    assert (mod.SYSTEM, mod.Model.temperature) == ("You are brief.", 0.9)
+    assert (mod.SYSTEM, mod.ConfigModel.temperature) == ("You are brief.", 0.9)
 
 
 @pytest.mark.parametrize("spec, message", [

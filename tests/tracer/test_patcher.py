@@ -72,11 +72,11 @@ def test_value_patch_replaces_a_module_global(load):
 def test_value_patch_replaces_a_class_attribute(load):
     mod = load("""
         from tracer import param
-        class Model:
+        class Sampler:
             temperature = param(0.7)
     """)
-    assert ok(patch(value("Model.temperature", 0.1)))
-    assert mod.Model.temperature == 0.1
+    assert ok(patch(value("Sampler.temperature", 0.1)))
+    assert mod.Sampler.temperature == 0.1
 
 
 def test_value_patch_reaches_every_live_instance(load):
