@@ -50,6 +50,7 @@ from protocol.source_rules import (
     find_nested_code,
     parse_function_source,
     scoped_module,
+    signature_of,
 )
 from tracer import params
 from tracer.params import KIND_SOURCE, ParamRecord, ParamTypeError
@@ -252,10 +253,11 @@ def _prepare_source(record: ParamRecord, source: str, version: int) -> _Prepared
         raise PatchRejected(f"function {record.name!r} no longer exists in this process")
     name = func.__code__.co_name
     try:
-        check_function_source(source, name=name, signature=record.signature or "", freevars=record.freevars)
+        signature = record.signature or signature_of(func)
+        check_function_source(source, name=name, signature=signature, freevars=record.freevars)
     except SourceRejected as exc:
         raise PatchRejected(exc.reason) from None
-    except ValueError as exc:  # the recorded signature itself is unreadable
+    except (ValueError, TypeError) as exc:  # the signature itself is unreadable
         raise PatchRejected(f"cannot check the signature of {record.name!r}: {exc}") from None
     text = textwrap.dedent(source)
     if not text.endswith("\n"):

@@ -99,3 +99,9 @@ def test_signature_of_a_function_without_source_renders_unknown_defaults_as_elli
     exec("def made(a, b=object(), c=3): pass", namespace)
     assert signature_of(namespace["made"]) == "(a, b=..., c=3)"
     check("def made(a, b=SENTINEL, c=3): pass", name="made", signature="(a, b=..., c=3)")
+
+
+def test_an_unknown_signature_skips_only_the_signature_rule():
+    check("def f(a):\n    return a\n", signature="")
+    with pytest.raises(SourceRejected, match="defines 'g'"):
+        check("def g(a):\n    return a\n", signature="")
