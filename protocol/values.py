@@ -47,6 +47,12 @@ _TYPE_MODULE = type.__dict__["__module__"].__get__
 def summarize(obj: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
               max_text: int = MAX_TEXT, max_nodes: int = MAX_NODES) -> dict:
     """A bounded, msgpack-ready summary of `obj` (format in the module docstring)."""
+    kind = type(obj)
+    # Fast path for the common small scalars: no summarizer state needed.
+    if (kind is int and INT_MIN <= obj <= UINT_MAX) or (kind in _SCALARS and (kind is not float or math.isfinite(obj))):
+        return {"t": kind.__name__, "id": id(obj), "v": obj}
+    if kind is str and len(obj) <= max_text and obj.isascii():
+        return {"t": "str", "id": id(obj), "v": obj}
     return _Summarizer(max_depth, max_items, max_text, max_nodes).summary(obj, 0)
 
 
