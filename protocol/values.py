@@ -40,6 +40,7 @@ MAX_SUMMARY_NESTING = 32  # containers a received summary may nest (validate/ren
 _CONTAINERS = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset", dict: "dict"}
 _SCALARS = (type(None), bool, float)
 _SPECIAL_FLOATS = {"nan", "inf", "-inf"}
+_DECIMAL_BITS = 4000 * 3  # ints up to ~3600 digits are shown in decimal (below CPython's 4300-digit limit)
 _TYPE_QUALNAME = type.__dict__["__qualname__"].__get__
 _TYPE_MODULE = type.__dict__["__module__"].__get__
 
@@ -100,10 +101,23 @@ class _Summarizer:
         return out
 
     def _big_int(self, obj: int) -> dict:
-        try:
-            digits = str(obj)
-        except ValueError:  # beyond sys.get_int_max_str_digits(): hex has no limit
-            digits = hex(obj)
+        digits = None
+        if obj.bit_length() <= _DECIMAL_BITS:
+            try:
+                digits = str(obj)
+            except ValueError:  # the user lowered sys.set_int_max_str_digits()
+                pass
+        if digits is None:
+            # str() of a huge int is quadratic (and refused beyond the digit
+            # limit): show the leading hex digits, taken by a linear shift.
+            size = (obj.bit_length() + 3) // 4
+            shift = 4 * max(0, size - self.max_text)
+            digits = ("-" if obj < 0 else "") + hex(abs(obj) >> shift)
+            out = {"t": "int", "id": id(obj), "big": digits}
+            if shift:
+                out["len"] = size
+                out["trunc"] = True
+            return out
         out = {"t": "int", "id": id(obj), "big": digits[: self.max_text]}
         if len(digits) > self.max_text:
             out["len"] = len(digits)

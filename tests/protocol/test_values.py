@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -159,11 +160,19 @@ def test_int_beyond_64_bits_is_sent_as_digits():
     assert render(over_the_wire(summary)) == str(-(2**100))
 
 
-def test_int_with_more_digits_than_python_will_print_is_sent_cut():
+def test_int_with_more_digits_than_python_will_print_shows_its_leading_hex_digits():
     huge = 10**20000 + 1
     summary = summarize(huge)
-    assert summary["trunc"] is True and len(summary["big"]) == MAX_TEXT
+    assert summary["big"] == hex(huge)[: MAX_TEXT + 2] and summary["trunc"] is True
+    assert summary["len"] == len(hex(huge)) - 2
     assert render(over_the_wire(summary)).endswith("...")
+
+
+def test_enormous_int_is_summarized_in_linear_time():
+    started = time.process_time()
+    summary = summarize(-(3 << 20_000_000))
+    assert time.process_time() - started < 1.0
+    assert summary["big"].startswith("-0x3000")
 
 
 def test_64_bit_ints_stay_verbatim():
