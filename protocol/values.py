@@ -12,7 +12,8 @@ Keys of a summary (every summary has "t", the type name, and "id", `id(obj)`):
     "len"      full length (containers; str/bytes/digits when truncated)
     "trunc"    True when something was left out
     "esc"      True when a str held lone surrogates, written as \\udXXX escapes
-    "big"      decimal digits of an int beyond 64 bits
+    "big"      decimal digits of an int beyond 64 bits ("0x..." leading hex
+               digits for ints too long to print in decimal cheaply)
     "special"  "nan", "inf" or "-inf" for non-finite floats
     "items"    container items as summaries; dict items as [key, value] pairs
     "cycle"    True for a container already being summarized (a cycle)
