@@ -126,15 +126,7 @@ class CallInstrumenter:
     # -- the rewrite ----------------------------------------------------------
     def rewrite(self):
         bc = compat.bytecode_from_code(self.code)
-        items = list(bc)
-        if compat.PY >= (3, 12):
-            expanded = []
-            for item in items:
-                if isinstance(item, Instr) and item.name == "RETURN_CONST":
-                    expanded += compat.return_const_to_value(item)
-                else:
-                    expanded.append(item)
-            items = expanded
+        items = compat.expand_return_const(list(bc))
         start = _entry_index(items)
         items = self.prepare(items, start, None)
         depths = depths_before(items, start)

@@ -256,3 +256,182 @@ def load_arg(name: str, is_cell: bool, loc=None) -> Instr:
 def resume_kind(instr: Instr) -> int:
     """For RESUME: 0 function start, 1 after yield, 2 after yield from, 3 after await."""
     return int(instr.arg) & 3
+
+
+# --- op mode: which instructions are operations, and their operands -----------
+
+_UNARY = {"UNARY_NEGATIVE": "neg", "UNARY_POSITIVE": "pos", "UNARY_INVERT": "invert", "UNARY_NOT": "not"}
+STORES_AFTER_OP = frozenset({"STORE_FAST", "STORE_DEREF"})
+
+
+def operation(instr: Instr) -> Optional[tuple[str, int]]:
+    """(op name, number of stack operands) if `instr` is a traced operation (not a call)."""
+    name = instr.name
+    arg = instr.arg
+    if name == "BINARY_OP":
+        return arg.name.lower(), 2
+    if name.startswith("BINARY_") and name not in ("BINARY_SLICE", "BINARY_SUBSCR") and not HAS_COPY:
+        return name[len("BINARY_"):].lower(), 2
+    if name.startswith("INPLACE_"):
+        return name.lower(), 2
+    if name == "BINARY_SUBSCR":
+        return "subscript", 2
+    if name == "BINARY_SLICE":
+        return "slice", 3
+    if name == "COMPARE_OP":
+        return getattr(arg, "name", str(arg)).lower(), 2
+    if name == "IS_OP":
+        return ("is not" if arg else "is"), 2
+    if name == "CONTAINS_OP":
+        return ("not in" if arg else "in"), 2
+    if name in _UNARY:
+        return _UNARY[name], 1
+    if name == "LOAD_ATTR":
+        attr = attr_name(instr)
+        return (None if attr is None else ("." + attr, 1))
+    if name == "FORMAT_VALUE":
+        flags = arg if isinstance(arg, int) else int(getattr(arg, "value", 0))
+        return "format", 2 if flags & 4 else 1
+    if name == "FORMAT_SIMPLE":
+        return "format", 1
+    if name == "FORMAT_WITH_SPEC":
+        return "format", 2
+    if name == "CONVERT_VALUE":
+        return "convert", 1
+    if name == "BUILD_STRING":
+        return "fstring", arg
+    return None
+
+
+def call_arity(instr: Instr) -> Optional[tuple[int, int]]:
+    """(arguments on the stack, items above them) for a call instruction, else None."""
+    name = instr.name
+    if name == "CALL_FUNCTION_EX":
+        return 1 + (instr.arg & 1), 0
+    if name in ("CALL", "CALL_FUNCTION", "CALL_METHOD"):
+        return instr.arg, 0
+    if name == "CALL_KW":           # 3.13: the keyword names tuple is on top
+        return instr.arg, 1
+    if name == "CALL_FUNCTION_KW":  # 3.10: the keyword names tuple is on top
+        return instr.arg, 1
+    return None
+
+
+def normalise_for_ops(items: list, method_loads: set) -> list:
+    """Rewrite instructions op mode cannot hook as they are into equivalent ones.
+
+    3.13 superinstructions that store (STORE_FAST_STORE_FAST,
+    STORE_FAST_LOAD_FAST) are split, so every store can be followed by a hook.
+    3.10's LOAD_METHOD / CALL_METHOD become LOAD_ATTR / CALL_FUNCTION: a bound
+    method can be called with a captured argument tuple, a [method, self]
+    pair cannot. The ids of those LOAD_ATTRs are added to `method_loads` (they
+    are not attribute reads of the user's and are not traced).
+    """
+    out = []
+    for item in items:
+        name = item.name if isinstance(item, Instr) else None
+        if name == "STORE_FAST_STORE_FAST":
+            a, b = item.arg
+            out += [Instr("STORE_FAST", a, location=item.location),
+                    Instr("STORE_FAST", b, location=item.location)]
+        elif name == "STORE_FAST_LOAD_FAST":
+            a, b = item.arg
+            out += [Instr("STORE_FAST", a, location=item.location),
+                    Instr("LOAD_FAST", b, location=item.location)]
+        elif name == "LOAD_METHOD" and not HAS_COPY:
+            load = Instr("LOAD_ATTR", item.arg, location=item.location)
+            method_loads.add(id(load))
+            out.append(load)
+        elif name == "CALL_METHOD" and not HAS_COPY:
+            out.append(Instr("CALL_FUNCTION", item.arg, location=item.location))
+        else:
+            out.append(item)
+    return out
+
+
+def expand_return_const(items: list) -> list:
+    """RETURN_CONST c (3.12+) -> LOAD_CONST c; RETURN_VALUE everywhere, so hooks see every return value."""
+    if PY < (3, 12):
+        return items
+    out = []
+    for item in items:
+        if isinstance(item, Instr) and item.name == "RETURN_CONST":
+            out += return_const_to_value(item)
+        else:
+            out.append(item)
+    return out
+
+
+# --- op mode: emission patterns -----------------------------------------------
+
+
+def observe_operation(item: Instr, k: int, depth: int, consts: tuple, loc=None) -> list:
+    """Run operation `item` (k operands on top, token `depth` + 1 from the top) and report it.
+
+    3.11+: the op runs on copies of its operands; `@trace_op` (or
+    `@trace_op_attr` for attribute loads) gets token, consts, operands and
+    result, and returns the result; the original operands are dropped.
+    3.10 (no COPY): DUP_TOP(_TWO), the op, BUILD_TUPLE, and `@trace_op_packed`
+    gets the tuple; for k > 2 only the result goes to `@trace_op_result`.
+    """
+    if HAS_COPY:
+        hook = "@trace_op_attr" if item.name == "LOAD_ATTR" else "@trace_op"
+        if NULL_AFTER_CALLABLE:
+            seq = [load_global_plain(hook, loc), _i("PUSH_NULL", None, loc)]
+        else:
+            seq = [_i("PUSH_NULL", None, loc), load_global_plain(hook, loc)]
+        seq.append(_i("COPY", depth + 3, loc))                       # the token
+        seq += [load_const(c, loc) for c in consts]
+        above = 2 + 1 + len(consts)                                  # callable, NULL, token, consts
+        seq += [_i("COPY", k + above, loc) for _ in range(k)]        # operands for the hook
+        seq += [_i("COPY", 2 * k + above, loc) for _ in range(k)]    # operands for the op
+        seq.append(item)
+        seq += call(1 + len(consts) + k + 1, loc)
+        seq.append(_i("SWAP", k + 1, loc))
+        seq += [_i("POP_TOP", None, loc) for _ in range(k)]
+        return seq
+    after = depth - k + 1
+    if k == 1:
+        seq = [_i("DUP_TOP", None, loc), item, _i("BUILD_TUPLE", 2, loc)]
+    elif k == 2:
+        seq = [_i("DUP_TOP_TWO", None, loc), item, _i("BUILD_TUPLE", 3, loc)]
+    else:
+        return [item] + call_hook_with_token("@trace_op_result", after + 1, 1, loc, extra_consts=consts)
+    return seq + call_hook_with_token("@trace_op_packed", after + 1, 1, loc, extra_consts=consts)
+
+
+CAN_CAPTURE = HAS_COPY  # values below the top can be copied into a hook call
+
+
+def capture_values(hook: str, positions: list, depth: int, consts: tuple, loc=None) -> list:
+    """3.11+: call hook(token, *consts, *values) with copies of the stack items at
+    `positions` (1 = top, counted before the call), drop its result. [] on 3.10."""
+    if not HAS_COPY or not positions:
+        return []
+    seq = push_hook(hook, loc)
+    seq.append(_i("COPY", depth + 1 + HOOK_PUSH_SIZE, loc))
+    seq += [load_const(c, loc) for c in consts]
+    pushed = HOOK_PUSH_SIZE + 1 + len(consts)
+    for copied, position in enumerate(positions):
+        seq.append(_i("COPY", position + pushed + copied, loc))
+    seq += call(1 + len(consts) + len(positions), loc)
+    seq.append(_i("POP_TOP", None, loc))
+    return seq
+
+
+def call_with_packed_args(item: Instr, depth: int, hook: str, consts: tuple, loc=None) -> Optional[list]:
+    """3.10: CALL_FUNCTION n with its arguments shown to `hook` first, or None if not applicable.
+
+    The arguments are packed (BUILD_TUPLE), the hook sees the tuple, and the
+    call is made with it (CALL_FUNCTION_EX): f(*(a, b)) is the same call as
+    f(a, b). Needs a plain callable below the arguments (no LOAD_METHOD pair:
+    see `normalise_for_ops`).
+    """
+    if HAS_COPY or item.name != "CALL_FUNCTION" or not item.arg:
+        return None
+    n = item.arg
+    packed_depth = depth - n + 2  # [.., f, T, T]
+    seq = [_i("BUILD_TUPLE", n, loc), _i("DUP_TOP", None, loc)]
+    seq += call_hook_with_token(hook, packed_depth + 1, 1, loc, extra_consts=consts, keep_result=False)
+    seq.append(_i("CALL_FUNCTION_EX", 0, loc))
+    return seq

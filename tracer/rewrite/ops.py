@@ -20,6 +20,8 @@ A  operations with k object operands (3.11+): the op runs on copies of its
    [x1..xk] -> [x1..xk, <hook>, t, site, spec, name, x1..xk, x1..xk] -> OP
    -> CALL -> [x1..xk, r] -> drop the originals -> [r]
    (3.10, no COPY: DUP_TOP(_TWO), OP, BUILD_TUPLE, one hook on the tuple.)
+   The sequences themselves are in `compat` (`observe_operation`,
+   `capture_values`, `call_with_packed_args`).
 B  calls: argument values are captured before the call (never the callable
    or its NULL slot: copying a NULL crashes), the result is routed through
    a hook after it. A call of a marked function links to that call's `ret`.
@@ -34,73 +36,15 @@ from __future__ import annotations
 import linecache
 from typing import Optional
 
-from bytecode import Instr, Label, TryBegin
+from bytecode import Instr, Label
 
 from tracer.ids import site_id
 from tracer.rewrite import compat
 from tracer.rewrite.calls import CallInstrumenter, argument_names
+from tracer.rewrite.compat import call_arity, operation
 
 UNTRACKED = ("?",)
 NESTED_NAMES = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
-
-_UNARY = {"UNARY_NEGATIVE": "neg", "UNARY_POSITIVE": "pos", "UNARY_INVERT": "invert", "UNARY_NOT": "not"}
-_CALLS_310 = {"CALL_FUNCTION", "CALL_METHOD", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX"}
-_CALLS = {"CALL", "CALL_KW", "CALL_FUNCTION_EX"} | _CALLS_310
-_STORES_AFTER_OP = {"STORE_FAST", "STORE_DEREF"}
-
-
-def operation(instr: Instr) -> Optional[tuple[str, int]]:
-    """(op name, number of stack operands) if `instr` is a traced operation (not a call)."""
-    name = instr.name
-    arg = instr.arg
-    if name == "BINARY_OP":
-        return arg.name.lower(), 2
-    if name.startswith("BINARY_") and name not in ("BINARY_SLICE", "BINARY_SUBSCR") and not compat.HAS_COPY:
-        return name[len("BINARY_"):].lower(), 2
-    if name.startswith("INPLACE_"):
-        return name.lower(), 2
-    if name == "BINARY_SUBSCR":
-        return "subscript", 2
-    if name == "BINARY_SLICE":
-        return "slice", 3
-    if name == "COMPARE_OP":
-        return getattr(arg, "name", str(arg)).lower(), 2
-    if name == "IS_OP":
-        return ("is not" if arg else "is"), 2
-    if name == "CONTAINS_OP":
-        return ("not in" if arg else "in"), 2
-    if name in _UNARY:
-        return _UNARY[name], 1
-    if name == "LOAD_ATTR":
-        attr = compat.attr_name(instr)
-        return (None if attr is None else ("." + attr, 1))
-    if name == "FORMAT_VALUE":
-        flags = arg if isinstance(arg, int) else int(getattr(arg, "value", 0))
-        return "format", 2 if flags & 4 else 1
-    if name == "FORMAT_SIMPLE":
-        return "format", 1
-    if name == "FORMAT_WITH_SPEC":
-        return "format", 2
-    if name == "CONVERT_VALUE":
-        return "convert", 1
-    if name == "BUILD_STRING":
-        return "fstring", arg
-    return None
-
-
-def call_arity(instr: Instr) -> Optional[tuple[int, int]]:
-    """(arguments on the stack, items above them) for a call instruction, else None."""
-    name = instr.name
-    if name == "CALL_FUNCTION_EX":
-        return 1 + (instr.arg & 1), 0
-    if name in ("CALL", "CALL_FUNCTION", "CALL_METHOD"):
-        return instr.arg, 0
-    if name == "CALL_KW":           # 3.13: the keyword names tuple is on top
-        return instr.arg, 1
-    if name == "CALL_FUNCTION_KW":  # 3.10: the keyword names tuple is on top
-        return instr.arg, 1
-    return None
-
 
 def _stack_change(instr: Instr) -> tuple[int, int]:
     pre, post = instr.pre_and_post_stack_effect(jump=False)
@@ -148,27 +92,7 @@ class OpInstrumenter(CallInstrumenter):
 
     # -- normalisation: split 3.13 superinstructions that store -------------
     def prepare(self, items: list, start: int, depths) -> list:
-        out = []
-        for item in items:
-            if isinstance(item, Instr) and item.name == "STORE_FAST_STORE_FAST":
-                a, b = item.arg
-                out += [Instr("STORE_FAST", a, location=item.location),
-                        Instr("STORE_FAST", b, location=item.location)]
-            elif isinstance(item, Instr) and item.name == "STORE_FAST_LOAD_FAST":
-                a, b = item.arg
-                out += [Instr("STORE_FAST", a, location=item.location),
-                        Instr("LOAD_FAST", b, location=item.location)]
-            elif isinstance(item, Instr) and item.name == "LOAD_METHOD" and not compat.HAS_COPY:
-                # 3.10: a method call's [method, self | NULL, args] stack cannot be
-                # called with a captured argument tuple; a bound method can.
-                load = Instr("LOAD_ATTR", item.arg, location=item.location)
-                self.method_loads.add(id(load))
-                out.append(load)
-            elif isinstance(item, Instr) and item.name == "CALL_METHOD" and not compat.HAS_COPY:
-                out.append(Instr("CALL_FUNCTION", item.arg, location=item.location))
-            else:
-                out.append(item)
-        return out
+        return compat.normalise_for_ops(items, self.method_loads)
 
     # -- static analysis ----------------------------------------------------
     def _site(self, opname: str, instr: Instr) -> int:
@@ -224,7 +148,7 @@ class OpInstrumenter(CallInstrumenter):
                 site = self._site(opname, item)
                 spec = tuple(sym[len(sym) - k:]) if k else ()
                 nxt = items[i + 1] if i + 1 < len(items) else None
-                stores = (isinstance(nxt, Instr) and nxt.name in _STORES_AFTER_OP
+                stores = (isinstance(nxt, Instr) and nxt.name in compat.STORES_AFTER_OP
                           and k == 2 and (name == "BINARY_OP" or name.startswith(("BINARY_", "INPLACE_")))
                           and name not in ("BINARY_SUBSCR", "BINARY_SLICE"))
                 if stores:
@@ -300,31 +224,25 @@ class OpInstrumenter(CallInstrumenter):
 
     # -- emission -----------------------------------------------------------
     def edit(self, items: list, i: int, item, depth: Optional[int], out: list) -> bool:
+        loc = item.location
         pre = self.plans.get(("pre", i))
-        if pre is not None and compat.HAS_COPY:
-            out += self._capture_call(pre, depth, item.location)
+        if pre is not None:
+            _, n, above, site, spec = pre
+            positions = [n + above - m for m in range(n)]  # the arguments, bottom first
+            out += compat.capture_values("@trace_op_capture", positions, depth, (site, spec), loc)
         plan = self.plans.get(i)
         if not plan:
             return False
         kind = plan[0]
-        loc = item.location
         if kind == "A":
-            out += self._apply(plan, item, depth, loc)
+            _, k, site, spec, opname = plan
+            out += compat.observe_operation(item, k, depth, (site, spec, opname), loc)
         elif kind == "C":
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
             _, site, spec, opname = plan
-            if not compat.HAS_COPY and item.name == "CALL_FUNCTION" and item.arg:
-                # 3.10 (no COPY): pack the arguments, let the hook see the tuple,
-                # and call with it: f(*(a, b)) is the same call as f(a, b)
-                n = item.arg
-                packed_depth = depth - n + 2  # [.., f, T, T]
-                out += [Instr("BUILD_TUPLE", n, location=loc), Instr("DUP_TOP", location=loc)]
-                out += compat.call_hook_with_token("@trace_op_capture_packed", packed_depth + 1, 1, loc,
-                                                   extra_consts=(site, spec), keep_result=False)
-                out.append(Instr("CALL_FUNCTION_EX", 0, location=loc))
-            else:
-                out.append(item)
+            packed = compat.call_with_packed_args(item, depth, "@trace_op_capture_packed", (site, spec), loc)
+            out += packed if packed is not None else [item]
             after = depth + item.stack_effect(jump=False)
             out += compat.call_hook_with_token("@trace_op_call", after + 1, 1, loc,
                                                extra_consts=(site, spec, opname))
@@ -345,65 +263,17 @@ class OpInstrumenter(CallInstrumenter):
             return False
         return True
 
-    def _apply(self, plan: tuple, item: Instr, depth: int, loc) -> list:
-        _, k, site, spec, opname = plan
-        if compat.HAS_COPY:
-            # attribute loads may be parameter reads (by name, then identity)
-            hook = "@trace_op_attr" if item.name == "LOAD_ATTR" else "@trace_op"
-            if compat.NULL_AFTER_CALLABLE:
-                seq = [compat.load_global_plain(hook, loc), Instr("PUSH_NULL", location=loc)]
-            else:
-                seq = [Instr("PUSH_NULL", location=loc), compat.load_global_plain(hook, loc)]
-            seq.append(Instr("COPY", depth + 3, location=loc))
-            seq += [compat.load_const(site, loc), compat.load_const(spec, loc), compat.load_const(opname, loc)]
-            seq += [Instr("COPY", k + 6, location=loc) for _ in range(k)]
-            seq += [Instr("COPY", 2 * k + 6, location=loc) for _ in range(k)]
-            seq.append(item)
-            seq += compat.call(4 + k + 1, loc)
-            seq.append(Instr("SWAP", k + 1, location=loc))
-            seq += [Instr("POP_TOP", location=loc) for _ in range(k)]
-            return seq
-        after = depth - k + 1
-        if k == 1:
-            seq = [Instr("DUP_TOP", location=loc), item, Instr("BUILD_TUPLE", 2, location=loc)]
-        elif k == 2:
-            seq = [Instr("DUP_TOP_TWO", location=loc), item, Instr("BUILD_TUPLE", 3, location=loc)]
-        else:
-            return [item] + compat.call_hook_with_token("@trace_op_result", after + 1, 1, loc,
-                                                        extra_consts=(site, spec, opname))
-        return seq + compat.call_hook_with_token("@trace_op_packed", after + 1, 1, loc,
-                                                 extra_consts=(site, spec, opname))
-
     def _apply_then_store(self, plan: tuple, item: Instr, depth: int, loc) -> list:
+        """Pattern C: `x = a op b` runs untouched; untracked operands are captured before."""
         _, k, site, spec, opname, store, target = plan
-        seq: list = []
-        unknown = [m for m, entry in enumerate(spec) if entry[0] == "?"]
-        if unknown and compat.HAS_COPY:
-            seq += compat.push_hook("@trace_op_capture", loc)
-            seq.append(Instr("COPY", depth + 1 + compat.HOOK_PUSH_SIZE, location=loc))
-            seq += [compat.load_const(site, loc), compat.load_const(None, loc)]
-            for copied, m in enumerate(unknown):
-                seq.append(Instr("COPY", (k - m) + compat.HOOK_PUSH_SIZE + 3 + copied, location=loc))
-            seq += compat.call(3 + len(unknown), loc)
-            seq.append(Instr("POP_TOP", location=loc))
+        positions = [k - m for m, entry in enumerate(spec) if entry[0] == "?"]
+        seq = compat.capture_values("@trace_op_capture", positions, depth, (site, None), loc)
         seq += [item, store]
         load = "LOAD_FAST" if store.name == "STORE_FAST" else "LOAD_DEREF"
         seq.append(Instr(load, store.arg, location=loc))
         after = depth - k + 1  # the stored value pushed again
         seq += compat.call_hook_with_token("@trace_op_stored", after + 1, 1, loc,
                                            extra_consts=(site, spec, opname, target), keep_result=False)
-        return seq
-
-    def _capture_call(self, pre: tuple, depth: int, loc) -> list:
-        _, n, above, site, spec = pre
-        if n == 0:
-            return []
-        seq = compat.push_hook("@trace_op_capture", loc)
-        seq.append(Instr("COPY", depth + 1 + compat.HOOK_PUSH_SIZE, location=loc))
-        seq += [compat.load_const(site, loc), compat.load_const(spec, loc)]
-        seq += [Instr("COPY", n + above + compat.HOOK_PUSH_SIZE + 3, location=loc) for _ in range(n)]
-        seq += compat.call(3 + n, loc)
-        seq.append(Instr("POP_TOP", location=loc))
         return seq
 
 
@@ -424,4 +294,4 @@ class NestedOpInstrumenter(OpInstrumenter):
         return compat.push_hook(self.enter_hook, loc) + compat.call(0, loc)
 
 
-__all__ = ["OpInstrumenter", "operation", "call_arity", "TryBegin"]
+__all__ = ["OpInstrumenter", "NestedOpInstrumenter"]
