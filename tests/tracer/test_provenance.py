@@ -391,3 +391,46 @@ def test_op_mode_arguments_after_a_closure_captured_argument_keep_their_nodes():
     (call,) = call_events(events, ".f")
     (add,) = op_events(events, "add")
     assert add[5][0] == input_nodes(call)[2]
+
+
+def test_resolver_hands_out_each_new_function_definition_once():
+    resolver = provenance.Resolver()
+    trace(make_list, 2, resolver=resolver)
+    (definition,) = resolver.new_functions()
+    assert definition.qualname == "make_list" and "return list(range(n))" in definition.source
+    trace(make_list, 2, resolver=resolver)
+    assert resolver.new_functions() == []
+
+
+def test_op_mode_sites_come_with_their_source_text():
+    @bundle(granularity="op")
+    def scaled(x):
+        return x * 3 + 1
+
+    resolver = provenance.Resolver()
+    trace(scaled, 2, resolver=resolver)
+    sites = {s.op: s for s in resolver.new_sites()}
+    assert set(sites) >= {"multiply", "add"}
+    assert sites["multiply"].line == scaled.__code__.co_firstlineno + 2
+    if sys.version_info >= (3, 11):  # 3.10 has no column information
+        assert sites["multiply"].text == "x * 3"
+        assert sites["add"].text == "x * 3 + 1"
+    assert resolver.new_sites() == []
+
+
+def test_events_of_a_call_from_an_earlier_episode_are_skipped_not_misattributed():
+    @bundle()
+    def steps():
+        yield 1
+        yield 2
+
+    resolver = provenance.Resolver()
+    g = steps()
+    buffers.drain()
+    next(g)
+    resolver.convert(buffers.drain())
+    resolver.release()           # a new episode starts while the generator is suspended
+    next(g)
+    events = resolver.convert(buffers.drain())
+    assert not [e for e in events if e[0] == "ret"]
+    assert resolver.skipped == 1
