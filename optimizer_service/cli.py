@@ -6,7 +6,7 @@
     trace-daemon status [--json]       pid, uptime, sessions, processes, versions, LLM use
     trace-daemon graph SESSION [--episode N | --step N] [--format dot|graphml|json] [-o FILE]
     trace-daemon rollback SESSION [VERSION]
-    trace-daemon export SESSION [--format json|diff] [-o FILE]
+    trace-daemon export SESSION [--format json|diff] [--version N] [--base-dir DIR] [-o FILE]
 
 Exit status: 0 success, 1 failure, 2 bad usage, 3 no daemon running.
 """
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("session")
     export.add_argument("--format", choices=("json", "diff"), default="json")
     export.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    export.add_argument("--version", type=int, default=None,
+                        help="export this parameter version (default: the latest)")
+    export.add_argument("--base-dir", type=Path, default=None,
+                        help="where the original source files are (default: the paths recorded at run time)")
     return parser
 
 
@@ -160,16 +164,12 @@ def _rollback(args: argparse.Namespace, locations: Any) -> int:
 
 def _export(args: argparse.Namespace, locations: Any) -> int:
     # Reads the database directly: works whether or not the daemon runs.
-    try:
-        from optimizer_service.export import ExportError, export_session
-    except ImportError:
-        print("trace-daemon: export is not available in this installation (optimizer_service.export missing)",
-              file=sys.stderr)
-        return EXIT_FAILURE
+    from optimizer_service.export import ExportError, export_session
     from optimizer_service.store import Store
     store = Store(locations.database)
     try:
-        _emit(export_session(store, args.session, args.format), args.output)
+        _emit(export_session(store, args.session, args.format, version=args.version,
+                             base_dir=None if args.base_dir is None else str(args.base_dir)), args.output)
     except ExportError as exc:
         print(f"trace-daemon: {exc}", file=sys.stderr)
         return EXIT_FAILURE
