@@ -200,6 +200,20 @@ def test_corrupt_cache_file_is_rewritten_not_trusted(project):
     assert run_driver(project, ["shop:double"])["cache_hits"] == 1
 
 
+def test_processes_racing_on_a_cold_cache_all_import_and_leave_a_valid_cache(project):
+    code = DRIVER.format(project=str(project), targets=["shop:*"], granularity="call", before="")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=child_env(project.parent))
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
+    assert all(json.loads(out.splitlines()[-1])["results"] == EXPECTED_RESULTS for out, _ in outputs)
+    assert sorted(os.listdir(project / "__pycache__")) == [f"shop.{sys.implementation.cache_tag}-trace1.pyc"]  # no temp files left
+    assert run_driver(project, ["shop:*"])["cache_hits"] == 1
+
+
 def _drop_dac_override():
     # As root, permission bits do not stop writes; drop CAP_DAC_OVERRIDE so a 0555 directory is truly read-only.
     import ctypes
