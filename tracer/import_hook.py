@@ -20,7 +20,13 @@ Modelled on pytest's assertion rewriting (`_pytest/assertion/rewrite.py`):
 
 Modules already imported when the hook is installed get their marked
 functions instrumented in place (`marking.instrument_function`), with one
-`ImportedBeforeHookWarning` per module.
+`ImportedBeforeHookWarning` per module. Modules named by `--param` only are
+loaded normally and their parameters declared after the body ran.
+
+The hook names are also put into `builtins`, so rewritten code that runs in
+a namespace this loader never prepared (runpy, multiprocessing's spawn of a
+`-m` program) still finds them. `call_on_first_use` lets the child bootstrap
+start the runtime only once marked code is about to run.
 
 Nothing here raises into the user's program: a function the rewriter cannot
 handle is left untraced, with a `TracingDisabledWarning`.
