@@ -58,6 +58,9 @@ class GraphBuilder:
         self.functions = functions or {}
         self.sites = sites or {}
         self.report = BuildReport()
+        # Built once per id and shared by every node that refers to it.
+        self._undefined_functions: dict[Any, dict[str, Any]] = {}
+        self._op_sites: dict[tuple, dict[str, Any]] = {}
         self._nodes, self._succ, self._pred = self.graph._node, self.graph._succ, self.graph._pred
         self._handlers = {
             "v": self._value, "param": self._param, "call": self._call, "read": self._read,
@@ -89,25 +92,49 @@ class GraphBuilder:
     # networkx's own dicts (node attributes, successors, predecessors) are
     # written directly, as DiGraph.add_node/add_edge do, without their
     # per-call checks: building is the daemon's hottest loop after ingest.
+    # For the same reason the handlers index events instead of slicing them
+    # (a slice is a new list per event); a short event raises IndexError,
+    # which add_events counts like any other bad event.
 
-    def _value_node(self, client: int, node: int) -> tuple[tuple, dict]:
-        key = ("v", client, _int(node))
-        attrs = self._nodes.get(key)
-        if attrs is None:
+    def _value_node(self, client: int, node: int) -> tuple:
+        """The key of value node `node`, created bare if it has no "v" event (yet)."""
+        if type(node) is not int:
+            raise TypeError(f"expected an int id, got {type(node).__name__}")
+        key = ("v", client, node)
+        if key not in self._nodes:
             # Referenced before (or without) its "v" event: keep the edge, no summary.
-            attrs = self._nodes[key] = {"kind": "value", "summary": None, "param": None, "producer": None}
+            self._nodes[key] = {"kind": "value", "summary": None, "param": None, "producer": None}
             self._succ[key] = {}
             self._pred[key] = {}
-        return key, attrs
+        return key
 
-    def _op_node(self, client: int, op: int) -> tuple[tuple, dict]:
-        key = ("op", client, _int(op))
-        attrs = self._nodes.get(key)
-        if attrs is None:
-            attrs = self._nodes[key] = {"kind": "call", "func": None, "parent": None, "error": None}
+    def _op_node(self, client: int, op: int) -> tuple:
+        """The key of op node `op`, created if it is not there yet."""
+        if type(op) is not int:
+            raise TypeError(f"expected an int id, got {type(op).__name__}")
+        key = ("op", client, op)
+        if key not in self._nodes:
+            self._nodes[key] = {"kind": "call", "func": None, "parent": None, "error": None}
             self._succ[key] = {}
             self._pred[key] = {}
-        return key, attrs
+        return key
+
+    def _function(self, func: Any) -> dict:
+        """The FunctionDef of id `func`; ``{"id": func}`` (one dict per id) when it was never defined."""
+        fdef = self.functions.get(func)
+        if fdef is None:
+            fdef = self._undefined_functions.get(func)
+            if fdef is None:
+                fdef = self._undefined_functions[func] = {"id": _int(func)}
+        return fdef
+
+    def _site(self, site: Any, opname: Any) -> dict:
+        """The SiteDef of id `site` with the op's `opname`: one dict per (site, opname), shared by its ops."""
+        key = (site, opname)
+        sdef = self._op_sites.get(key)
+        if sdef is None:
+            sdef = self._op_sites[key] = {**(self.sites.get(site) or {"id": _int(site)}), "opname": _str(opname)}
+        return sdef
 
     def _edge(self, u: tuple, v: tuple, data: dict) -> None:
         # One dict shared by both directions, exactly as networkx stores it.
@@ -117,55 +144,58 @@ class GraphBuilder:
     # -- one handler per event tag ----------------------------------------
 
     def _value(self, client: int, event: list) -> None:
-        node, summary = event[1:3]
+        summary = event[2]
         if type(summary) is not dict:
             raise TypeError(f"summary must be a map, got {type(summary).__name__}")
-        self._value_node(client, node)[1]["summary"] = summary
+        self._nodes[self._value_node(client, event[1])]["summary"] = summary
 
     def _param(self, client: int, event: list) -> None:
-        node, name = event[1:3]
-        self._value_node(client, node)[1]["param"] = _str(name)
+        name = event[2]
+        self._nodes[self._value_node(client, event[1])]["param"] = _str(name)
 
     def _call(self, client: int, event: list) -> None:
-        op, func, parent_op, args = event[1:5]
-        key, attrs = self._op_node(client, op)
+        parent_op, args = event[3], event[4]
+        key = self._op_node(client, event[1])
+        attrs = self._nodes[key]
         attrs["kind"] = "call"
-        attrs["func"] = self.functions.get(func) or {"id": _int(func)}
+        attrs["func"] = self._function(event[2])
         attrs["parent"] = None if parent_op is None else ("op", client, _int(parent_op))
         for argname, node in args:
-            self._edge(self._value_node(client, node)[0], key, {"arg": argname})
+            self._edge(self._value_node(client, node), key, {"arg": argname})
 
     def _read(self, client: int, event: list) -> None:
-        op, name, node = event[1:4]
-        value, attrs = self._value_node(client, node)
-        attrs["param"] = _str(name)
-        self._edge(value, self._op_node(client, op)[0], {"arg": name})
+        name = event[2]
+        value = self._value_node(client, event[3])
+        self._nodes[value]["param"] = _str(name)
+        self._edge(value, self._op_node(client, event[1]), {"arg": name})
 
     def _ret(self, client: int, event: list) -> None:
-        op, node = event[1:3]
-        op_key = self._op_node(client, op)[0]
-        value, attrs = self._value_node(client, node)
+        op_key = self._op_node(client, event[1])
+        value = self._value_node(client, event[2])
         self._edge(op_key, value, {})
+        attrs = self._nodes[value]
         if attrs["producer"] is None:
             attrs["producer"] = op_key
 
     def _exc(self, client: int, event: list) -> None:
-        op, type_name, message, traceback_text = event[1:5]
-        self._op_node(client, op)[1]["error"] = {
+        type_name, message, traceback_text = event[2], event[3], event[4]
+        self._nodes[self._op_node(client, event[1])]["error"] = {
             "type": _str(type_name), "message": _str(message), "traceback": _str(traceback_text)}
 
     def _op(self, client: int, event: list) -> None:
-        op, parent_op, site, opname, inputs, out_node = event[1:7]
-        key, attrs = self._op_node(client, op)
+        parent_op, site, opname, inputs, out_node = event[2], event[3], event[4], event[5], event[6]
+        key = self._op_node(client, event[1])
+        attrs = self._nodes[key]
         attrs["kind"] = "op"
         attrs.pop("func", None)
-        attrs["site"] = {**(self.sites.get(site) or {"id": _int(site)}), "opname": _str(opname)}
+        attrs["site"] = self._site(site, opname)
         attrs["parent"] = None if parent_op is None else ("op", client, _int(parent_op))
         for position, node in enumerate(inputs):
-            self._edge(self._value_node(client, node)[0], key, {"arg": position})
+            self._edge(self._value_node(client, node), key, {"arg": position})
         if out_node is not None:
-            out, out_attrs = self._value_node(client, out_node)
+            out = self._value_node(client, out_node)
             self._edge(key, out, {})
+            out_attrs = self._nodes[out]
             if out_attrs["producer"] is None:
                 out_attrs["producer"] = key
 

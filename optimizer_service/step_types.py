@@ -24,6 +24,10 @@ class ParamState:
     # For source parameters: what the new source must keep.
     signature: str | None = None
     freevars: list[str] = field(default_factory=list)
+    # For source parameters: the id of the function whose source this is (the
+    # FunctionDef id that call nodes carry as func["id"]), so the optimizer
+    # knows which calls run it. None when the daemon has no FunctionDef for it.
+    func_id: int | None = None
 
 
 @dataclass

@@ -74,30 +74,50 @@ def current_params(store: Store, session: str) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _source_params_for(funcs: set[int], functions: dict[int, dict[str, Any]],
-                       definitions: dict[str, dict[str, Any]]) -> set[str]:
-    """Names of the source parameters of trainable functions called in the subgraph.
+class SourceFunctions:
+    """Which function each source parameter is the source of, from the session's FunctionDefs.
 
-    A source ParamDef names its function by `where` (or `name`) as
-    ``module:qualname``; the bare qualname is accepted too.
+    A source ParamDef names its function by `where` as ``module:qualname``
+    (tracer/params.py), the same module and qualname as the function's
+    FunctionDef, whose id is what call nodes carry as ``func["id"]``. The
+    reference is parsed here and nowhere else; everything downstream
+    (choosing the parameters of a step, the optimizer's ``__code`` lines)
+    compares function ids only.
     """
-    wanted: set[str] = set()
-    for fid in funcs:
-        fdef = functions.get(fid)
-        if fdef and fdef.get("trainable"):
-            wanted.add(f"{fdef.get('module')}:{fdef.get('qualname')}")
-            wanted.add(str(fdef.get("qualname")))
-    return {name for name, d in definitions.items()
-            if d.get("kind") == "source" and (d.get("where") in wanted or name in wanted)}
+
+    def __init__(self, functions: dict[int, dict[str, Any]]) -> None:
+        self._functions = functions
+        self._by_name: dict[tuple[str, str], set[int]] = {}
+        self._by_qualname: dict[str, set[int]] = {}
+        for func_id, fdef in functions.items():
+            module, qualname = fdef.get("module"), fdef.get("qualname")
+            if isinstance(module, str) and isinstance(qualname, str):
+                self._by_name.setdefault((module, qualname), set()).add(func_id)
+                self._by_qualname.setdefault(qualname, set()).add(func_id)
+
+    def function_of(self, definition: dict[str, Any]) -> int | None:
+        """The function id of a source ParamDef (as a dict), or None when no FunctionDef matches exactly one."""
+        reference = definition.get("where") or definition.get("name")
+        if not isinstance(reference, str) or not reference:
+            return None
+        head, colon, tail = reference.partition(":")
+        # "module:qualname"; a bare qualname (no module) only when one function has it.
+        candidates = self._by_name.get((head, tail)) if colon else self._by_qualname.get(head)
+        if candidates and len(candidates) == 1:
+            return next(iter(candidates))
+        return None
+
+    def definition(self, func_id: int | None) -> dict[str, Any] | None:
+        return self._functions.get(func_id) if func_id is not None else None
 
 
-def _param_state(name: str, definition: dict[str, Any], value: Any,
-                 functions_by_name: dict[str, dict[str, Any]]) -> ParamState:
+def _param_state(name: str, definition: dict[str, Any], value: Any, sources: SourceFunctions) -> ParamState:
     state = ParamState(name=name, type=str(definition.get("type", type(value).__name__)), value=value,
                        kind=str(definition.get("kind", "value")), constraint=definition.get("constraint"))
     if state.kind == "source":
         state.type = "code"
-        fdef = functions_by_name.get(definition.get("where") or "") or functions_by_name.get(name)
+        state.func_id = sources.function_of(definition)
+        fdef = sources.definition(state.func_id)
         if fdef:
             state.signature = fdef.get("signature")
             state.freevars = list(fdef.get("freevars") or [])
@@ -163,8 +183,12 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
 
     definitions = store.param_definitions(session)
     trainable = {name for name, d in definitions.items() if d.get("trainable", True)}
+    sources = SourceFunctions(job.functions)
     names, funcs = trainable_in(subgraph)
-    chosen = (names | _source_params_for(funcs, job.functions, definitions)) & trainable
+    # A trainable function called in the subgraph brings its source parameter.
+    called_sources = {name for name, d in definitions.items()
+                      if d.get("kind") == "source" and sources.function_of(d) in funcs}
+    chosen = (names | called_sources) & trainable
     if not chosen:
         # Feedback whose graph is gone (daemon restart) or that touches no
         # parameter directly: show the optimizer every trainable parameter.
@@ -174,8 +198,7 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
                           "tracer.param(...) or functions with @tracer.bundle(trainable=True) (or --param / "
                           "--trainable)", error_kind=StepError.kind)
     values = current_params(store, session)
-    functions_by_name = {f"{f.get('module')}:{f.get('qualname')}": f for f in job.functions.values()}
-    params = {name: _param_state(name, definitions[name], values.get(name, {}).get("value"), functions_by_name)
+    params = {name: _param_state(name, definitions[name], values.get(name, {}).get("value"), sources)
               for name in sorted(chosen)}
 
     memory_size = int(job.options.get("memory_size", job.config.get("memory_size", DEFAULT_MEMORY_SIZE)))

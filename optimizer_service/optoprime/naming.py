@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import keyword
 import re
+from functools import lru_cache
 
 _NON_IDENT = re.compile(r"\W+")
 
 
 def identifier(text: str, fallback: str = "value") -> str:
     """`text` turned into a valid Python identifier (never a keyword), or `fallback`."""
-    name = _NON_IDENT.sub("_", str(text))
+    return _identifier(str(text), str(fallback))
+
+
+@lru_cache(maxsize=65536)
+def _identifier(text: str, fallback: str) -> str:
+    # Cached: a long trace names thousands of values after the same few bases.
+    name = _NON_IDENT.sub("_", text)
     if not name.strip("_"):
         return fallback
-    if name != str(text):
+    if name != text:
         name = name.strip("_")   # "pkg.mod:x" -> "pkg_mod_x", but "__call__" stays as it is
     if name[0].isdigit():
         name = f"{fallback}_{name}"

@@ -12,10 +12,12 @@ Which operations become lines, and their order, is `selection.py`'s job.
 """
 from __future__ import annotations
 
+import ast
 import inspect
 import textwrap
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import networkx as nx
@@ -26,6 +28,7 @@ from optimizer_service.optoprime.selection import (code_variable_of, code_variab
 from optimizer_service.optoprime.naming import NameTable, identifier, output_base, short_name
 from optimizer_service.optoprime.prompts import REJECTIONS_HEADER
 from optimizer_service.step_types import ParamState, StepInput
+from protocol.values import render
 
 INPUT, OTHER, OUTPUT = "input", "other", "output"
 
@@ -39,12 +42,37 @@ class VariableEntry:
     constraint: str | None
 
 
-@dataclass
 class ValueEntry:
-    name: str
-    type_label: str
-    text: str
-    role: str                # INPUT, OTHER or OUTPUT
+    """One value the #Code lines mention: its name, type and text, and its section.
+
+    The text is rendered from the value's summary when first read: a long
+    trace names every value, but a summarised prompt shows only a few.
+    """
+
+    __slots__ = ("name", "role", "_type_label", "_text", "_summary")
+
+    def __init__(self, name: str, type_label: str | None = None, text: str | None = None, role: str = INPUT, *,
+                 summary: Any = None) -> None:
+        self.name = name
+        self.role = role                     # INPUT, OTHER or OUTPUT
+        self._type_label = type_label
+        self._text = text
+        self._summary = summary
+
+    @property
+    def type_label(self) -> str:
+        if self._type_label is None:
+            self._type_label = summary_type_label(self._summary)
+        return self._type_label
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = render_summary(self._summary)[1]
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"ValueEntry({self.name!r}, {self.type_label!r}, {self.text!r}, {self.role!r})"
 
 
 @dataclass
@@ -68,14 +96,18 @@ class ProblemGraph:
     names_to_params: dict[str, str] = field(default_factory=dict)
 
 
+def summary_type_label(summary: Any) -> str:
+    """The type label of a value summary: its type's name without the module."""
+    if not isinstance(summary, dict):
+        return "unknown"
+    return str(summary.get("t") or "object").rsplit(".", 1)[-1]
+
+
 def render_summary(summary: Any) -> tuple[str, str]:
     """(type label, value text) of a value summary, through protocol.values.render."""
-    from protocol.values import render  # lazily: the protocol package is the wire format's owner
-
     if not isinstance(summary, dict):
         return "unknown", "<value not recorded>"
-    type_name = str(summary.get("t") or "object")
-    return type_name.rsplit(".", 1)[-1], render(summary)
+    return summary_type_label(summary), render(summary)
 
 
 def render_param_value(state: ParamState) -> tuple[str, str]:
@@ -99,17 +131,49 @@ def variable_names(params: dict[str, ParamState], table: NameTable) -> dict[str,
 
 
 def analyse(problem: StepInput) -> ProblemGraph:
-    """Names, #Code lines, documentation and classified values of `problem` (one pass over its graph)."""
+    """Names, #Code lines, documentation and classified values of `problem` (one pass over its graph).
+
+    Linear in the size of the graph: what depends only on a function or an
+    op-mode site (its name, signature, documentation, code variable, source
+    shape) is worked out once per function or site, not once per call, and
+    value texts are rendered only when a prompt shows them.
+    """
     return _Analysis(problem).run()
 
 
+@dataclass(frozen=True)
+class _CallInfo:
+    """What every call of one function shares."""
+
+    function_name: str                 # as shown in #Code
+    base: str                          # what its results are named after
+    output_name: str                   # f"{base}_output"
+    signature_names: frozenset[str] | None
+    code_var: str | None               # the code variable it runs, if its source is trainable
+    doc_key: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class _SiteInfo:
+    """What every execution of one op-mode site shares."""
+
+    shape: operations.SiteShape
+    text: str                          # the site's source segment, stripped
+    output_name: str
+    doc_key: str
+    doc: str
+
+
 class _Analysis:
-    """The state of one `analyse` call: the name table and the values named so far."""
+    """The state of one `analyse` call: the name table, the values named so far, per-function facts."""
 
     def __init__(self, problem: StepInput) -> None:
         self.problem = problem
         self.graph: nx.DiGraph = problem.graph
-        self.nodes = self.graph.nodes
+        # networkx's own dicts, read directly: a view object per access costs
+        # more than the work done per operation.
+        self.nodes, self.pred, self.succ = self.graph._node, self.graph._pred, self.graph._succ
         self.table = NameTable()
         self.var_names = variable_names(problem.params, self.table)
         self.code_lookup = code_variables(problem.params, self.var_names)
@@ -117,14 +181,19 @@ class _Analysis:
         self.feedback_set = set(self.feedback_keys)
         self.values: dict[Any, ValueEntry] = {}
         self.docs_seen: set[str] = set()
+        # Keyed by the FunctionDef dict's identity (the graph builder shares
+        # one dict between all calls of a function; the graph keeps it alive
+        # for the whole analysis) and by (site id, text, opname).
+        self._calls: dict[int, tuple[dict, _CallInfo]] = {}
+        self._sites: dict[tuple, _SiteInfo] = {}
 
     def run(self) -> ProblemGraph:
         variables = []
         for pname, state in self.problem.params.items():
             type_label, text = render_param_value(state)
             variables.append(VariableEntry(pname, self.var_names[pname], type_label, text, state.constraint))
-        op_keys = [n for n, a in self.nodes(data=True) if a.get("kind") in ("call", "op")]
-        shown = shown_operations(self.graph, op_keys, set(op_keys), self.code_lookup)
+        op_keys = [n for n, a in self.nodes.items() if a.get("kind") in ("call", "op")]
+        shown = shown_operations(self.graph, op_keys, self.code_lookup)
         ops = [self._operation(op) for op in execution_order(self.graph, shown)]
         outputs = self._outputs()
         result = ProblemGraph(variables, ops, self.values, outputs, _feedback_text(self.problem, self.values),
@@ -132,39 +201,71 @@ class _Analysis:
         result.distance = _anchor_distances(ops)
         return result
 
+    # -- facts shared by every call of a function / every run of a site -------
+    def _call_info(self, func: dict | None) -> _CallInfo:
+        func = func or {}
+        cached = self._calls.get(id(func))
+        if cached is not None:
+            return cached[1]
+        function_name = identifier(short_name(func.get("qualname") or f"function_{func.get('id', '')}"), "call")
+        base = output_base(function_name)
+        info = _CallInfo(
+            function_name=function_name, base=base, output_name=f"{base}_output",
+            signature_names=_signature_names(func.get("signature")),
+            code_var=code_variable_of(func, self.code_lookup),
+            doc_key=f"call:{func.get('module')}:{func.get('qualname') or function_name}",
+            doc=f"[{function_name}] {_function_doc(func)}",
+        )
+        self._calls[id(func)] = (func, info)
+        return info
+
+    def _site_info(self, site: dict | None) -> _SiteInfo:
+        site = site or {}
+        raw_text = str(site.get("text") or "")
+        opname = str(site.get("opname") or site.get("op") or "")
+        key = (site.get("id"), raw_text, opname)
+        info = self._sites.get(key)
+        if info is None:
+            shape = operations.site_shape(raw_text, opname)
+            text = raw_text.strip()
+            base = shape.base
+            info = self._sites[key] = _SiteInfo(
+                shape=shape, text=text, output_name=f"{base}_output", doc_key=f"op:{base}",
+                doc=f"[{base}] the Python operation `{text}`" if text else f"[{base}] a Python operation")
+        return info
+
     # -- one operation -------------------------------------------------------
     def _operation(self, op: Any) -> OpEntry:
         attrs = self.nodes[op]
-        in_edges = list(self.graph.pred[op].items())
+        nodes, values, var_names = self.nodes, self.values, self.var_names
+        in_edges = list(self.pred[op].items())
         is_call = attrs.get("kind") != "op"
         if is_call:
-            func = attrs.get("func") or {}
-            function_name = identifier(short_name(func.get("qualname") or f"function_{func.get('id', '')}"), "call")
-            base = output_base(function_name)
-            shape = matched = None
+            call = self._call_info(attrs.get("func"))
+            base, output_name, doc_key, doc = call.base, call.output_name, call.doc_key, call.doc
+            signature_names = call.signature_names
+            site = matched = None
         else:
-            in_edges.sort(key=lambda item: item[1].get("arg") if isinstance(item[1].get("arg"), int) else 0)
-            site = attrs.get("site") or {}
-            shape = operations.site_shape(str(site.get("text") or ""),
-                                          str(site.get("opname") or site.get("op") or ""))
-            base = shape.base
-            matched = operations.operands_for(shape, len(in_edges))
+            in_edges.sort(key=_position_of)
+            site = self._site_info(attrs.get("site"))
+            base, output_name, doc_key, doc = site.shape.base, site.output_name, site.doc_key, site.doc
+            matched = operations.operands_for(site.shape, len(in_edges))
 
         anchor = False
         arguments: list[tuple[Any, str]] = []     # (edge arg, value name)
         reads: list[str] = []
         input_keys: list[Any] = []
-        signature_names = _signature_names(func.get("signature")) if is_call else None
         for position, (value_key, edge) in enumerate(in_edges):
-            param = self.nodes[value_key].get("param")
+            param = nodes[value_key].get("param")
             arg = edge.get("arg")
-            if param in self.var_names:
-                name = self.var_names[param]
+            if param in var_names:
+                name = var_names[param]
                 anchor = True
             else:
-                if value_key not in self.values:
-                    self._name_input(value_key, self._input_candidates(is_call, arg, position, base, matched))
-                name = self.values[value_key].name
+                entry = values.get(value_key)
+                if entry is None:
+                    entry = self._name_input(value_key, self._input_candidates(is_call, arg, position, base, matched))
+                name = entry.name
                 input_keys.append(value_key)
             if is_call and param and arg == param and \
                     (arg not in signature_names if signature_names is not None else not str(arg).isidentifier()):
@@ -172,40 +273,36 @@ class _Analysis:
             else:
                 arguments.append((arg, name))
 
-        outputs = [v for v in self.graph.succ[op] if self.nodes[v].get("kind") == "value"]
+        outputs = [v for v in self.succ[op] if nodes[v].get("kind") == "value"]
         out_names = []
         for value_key in outputs:
-            if value_key not in self.values:
-                type_label, text = render_summary(self.nodes[value_key].get("summary"))
-                self.values[value_key] = ValueEntry(self.table.allocate(f"{base}_output"), type_label, text, OTHER)
-            out_names.append(self.values[value_key].name)
+            entry = values.get(value_key)
+            if entry is None:
+                entry = values[value_key] = ValueEntry(self.table.allocate(output_name), role=OTHER,
+                                                       summary=nodes[value_key].get("summary"))
+            out_names.append(entry.name)
             anchor = anchor or value_key in self.feedback_set
 
         if is_call:
-            code_var = code_variable_of(attrs, func, self.code_lookup)
-            anchor = anchor or code_var is not None
-            expression = _call_expression(function_name, arguments, code_var, reads)
-            doc_key = f"call:{func.get('module')}:{func.get('qualname') or function_name}"
-            doc = f"[{function_name}] {_function_doc(func)}"
+            anchor = anchor or call.code_var is not None
+            expression = _call_expression(call.function_name, arguments, call.code_var, reads)
         else:
-            text = str((attrs.get("site") or {}).get("text") or "").strip()
             names = [name for _, name in arguments]
-            expression = operations.substitute(shape.text or text, matched, names) if matched else \
-                f"{base}({', '.join(names)})" + (f"  # {text}" if text else "")
-            doc_key = f"op:{base}"
-            doc = f"[{base}] the Python operation `{text}`" if text else f"[{base}] a Python operation"
+            expression = operations.substitute(site.shape.text or site.text, matched, names) if matched else \
+                f"{base}({', '.join(names)})" + (f"  # {site.text}" if site.text else "")
 
         error = attrs.get("error")
         if error:
             anchor = True
             error_key = ("error", op)
-            self.values[error_key] = _error_value(self.table.allocate(f"{base}_error"), error)
+            values[error_key] = _error_value(self.table.allocate(f"{base}_error"), error)
             outputs.append(error_key)
-            out_names.append(self.values[error_key].name)
+            out_names.append(values[error_key].name)
 
         if doc_key in self.docs_seen:
             doc = ""
-        self.docs_seen.add(doc_key)
+        else:
+            self.docs_seen.add(doc_key)
         line = f"{', '.join(out_names)} = {expression}" if out_names else expression
         return OpEntry(line, doc_key, doc, input_keys, outputs, anchor)
 
@@ -219,18 +316,20 @@ class _Analysis:
         own = [operand.identifier] if operand and operand.identifier else []
         return own + [f"{base}_{operand.role if operand else f'arg{position}'}"]
 
-    def _name_input(self, key: Any, candidates: list[str]) -> None:
-        param = self.nodes[key].get("param") if key in self.graph else None
+    def _name_input(self, key: Any, candidates: list[str]) -> ValueEntry:
+        attrs = self.nodes.get(key) or {}
+        param = attrs.get("param")
         if param and param not in self.problem.params:
             candidates = [short_name(param), *candidates]   # a non-trainable parameter: its own name
-        type_label, text = render_summary(self.nodes[key].get("summary"))
-        self.values[key] = ValueEntry(self.table.allocate_first_free(candidates), type_label, text, INPUT)
+        entry = self.values[key] = ValueEntry(self.table.allocate_first_free(candidates), role=INPUT,
+                                              summary=attrs.get("summary"))
+        return entry
 
     def _outputs(self) -> list[Any]:
         """Values with feedback, in feedback order (named now if no shown operation produced them)."""
         ordered = []
         for key in self.feedback_keys:
-            if key not in self.values and key in self.graph and self.nodes[key].get("kind") == "value":
+            if key not in self.values and key in self.nodes and self.nodes[key].get("kind") == "value":
                 if self.nodes[key].get("param") in self.var_names:
                     continue
                 # Feedback on a root, or on a value made inside a trainable call.
@@ -240,6 +339,11 @@ class _Analysis:
                 if key not in ordered:
                     ordered.append(key)
         return ordered
+
+
+def _position_of(in_edge: tuple[Any, dict]) -> int:
+    arg = in_edge[1].get("arg")
+    return arg if isinstance(arg, int) else 0
 
 
 def _call_expression(function_name: str, arguments: list[tuple[Any, str]], code_var: str | None,
@@ -259,21 +363,26 @@ def _error_value(name: str, error: dict) -> ValueEntry:
     return ValueEntry(name, str(error.get("type") or "Exception"), message, OUTPUT)
 
 
-def _signature_names(signature: Any) -> set[str] | None:
+def _signature_names(signature: Any) -> frozenset[str] | None:
+    """Parameter names of a FunctionDef signature like "(self, x, *args, k=1) -> str" (None: unreadable)."""
     if not isinstance(signature, str) or not signature.strip().startswith("("):
         return None
-    import ast
+    return _parse_signature_names(signature)
 
+
+@lru_cache(maxsize=4096)
+def _parse_signature_names(signature: str) -> frozenset[str] | None:
+    # Cached across steps: a session's functions keep their signatures.
     text = signature.strip()
     if "->" in text:
         text = text[: text.rindex("->")].strip()
     try:
         args = ast.parse(f"def _f{text}: pass").body[0].args  # type: ignore[attr-defined]
-    except SyntaxError:
+    except (SyntaxError, ValueError):
         return None
     names = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs}
     names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-    return names
+    return frozenset(names)
 
 
 def _function_doc(func: dict) -> str:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import heapq
-import textwrap
 from typing import Any
 
 import networkx as nx
@@ -21,63 +20,43 @@ import networkx as nx
 from optimizer_service.step_types import ParamState
 
 
-def code_variables(params: dict[str, ParamState], var_names: dict[str, str]) -> dict[str, str]:
-    """Lookup keys -> code variable name, to find which call runs which trainable source.
+def code_variables(params: dict[str, ParamState], var_names: dict[str, str]) -> dict[int, str]:
+    """Function id -> name of the code variable holding that function's source.
 
-    A source parameter's name is not always its function's "module:qualname"
-    (a script's module is "__main__" in the process but may be named after
-    its file in the session), so every dotted suffix of the name is a key
-    ("agent.Agent.greet" -> "Agent.greet", "greet") unless two parameters
-    share it, and so is the normalised source text.
+    The daemon gives every source parameter the id of the function it is the
+    source of (`ParamState.func_id`, the FunctionDef id that call nodes carry
+    as ``func["id"]``), so a call is matched to its code variable exactly:
+    never by name, which two modules (or two classes) may share. A source
+    parameter without a function id is still shown as a variable; no call
+    runs it as far as the optimizer can tell.
     """
-    lookup: dict[str, str] = {}
-    ambiguous: set[str] = set()
-    for pname, state in params.items():
-        if not (state.kind == "source" or state.type == "code"):
-            continue
-        name = var_names[pname]
-        keys = {pname}
-        tail = pname.rsplit(":", 1)[-1]
-        parts = tail.split(".")
-        keys.update(".".join(parts[i:]) for i in range(len(parts)))
-        if isinstance(state.value, str):
-            keys.add("source:" + _normalised_source(state.value))
-        for key in keys:
-            if key in lookup and lookup[key] != name:
-                ambiguous.add(key)
-            lookup.setdefault(key, name)
-    for key in ambiguous:
-        del lookup[key]
-    return lookup
+    return {state.func_id: var_names[pname] for pname, state in params.items()
+            if state.func_id is not None and (state.kind == "source" or state.type == "code")}
 
 
-def _normalised_source(source: str) -> str:
-    """Source without indentation and decorators: what a function's FunctionDef and its parameter share."""
-    lines = textwrap.dedent(source).strip().splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith(("def ", "async def ")):
-            return "\n".join(lines[index:]).strip()
-    return "\n".join(lines)
-
-
-def code_variable_of(attrs: dict, func: dict, lookup: dict[str, str]) -> str | None:
+def code_variable_of(func: dict | None, lookup: dict[int, str]) -> str | None:
+    """The code variable a call of `func` (a FunctionDef dict) runs, if its source is trainable."""
     if not lookup or not func:
         return None
-    qualname = str(func.get("qualname") or "")
-    for candidate in (attrs.get("code_param"), f"{func.get('module')}:{qualname}", qualname,
-                      "source:" + _normalised_source(str(func.get("source") or ""))):
-        if candidate and candidate in lookup:
-            return lookup[candidate]
-    return None
+    return lookup.get(func.get("id"))  # type: ignore[arg-type]
 
 
-def shown_operations(graph: nx.DiGraph, op_keys: list, op_set: set, code_lookup: dict[str, str]) -> set:
-    nodes = graph.nodes
+def shown_operations(graph: nx.DiGraph, op_keys: list, code_lookup: dict[int, str]) -> set:
+    """The operations of `op_keys` that become lines of #Code (see the module docstring)."""
+    # networkx's own dicts (node attributes, successors, predecessors) are
+    # read directly: a view object per access costs more than the work here.
+    nodes, succ, pred = graph._node, graph._succ, graph._pred
+    op_set = set(op_keys)
+    collapsing: dict[Any, bool] = {}
 
     def collapses(op: Any) -> bool:
-        attrs = nodes[op]
-        return attrs.get("kind") == "call" and code_variable_of(attrs, attrs.get("func") or {}, code_lookup) \
-            is not None
+        # A call that runs trainable code is one line: what it did inside is hidden.
+        known = collapsing.get(op)
+        if known is None:
+            attrs = nodes[op]
+            known = collapsing[op] = attrs.get("kind") == "call" and \
+                code_variable_of(attrs.get("func"), code_lookup) is not None
+        return known
 
     hidden: dict[Any, bool] = {}
     for op in op_keys:
@@ -99,8 +78,8 @@ def shown_operations(graph: nx.DiGraph, op_keys: list, op_set: set, code_lookup:
     # A value that only an expanded call produced (its return value was not
     # the output of any operation inside it) keeps that call as a line.
     for op in expanded:
-        for value in graph.succ[op]:
-            if not any(p in shown for p in graph.pred[value]):
+        for value in succ[op]:
+            if not any(p in shown for p in pred[value]):
                 shown.add(op)
                 break
     return shown
@@ -122,9 +101,8 @@ def execution_order(graph: nx.DiGraph, shown: set) -> list:
     operations); among ready operations the one with the smallest id comes
     first, and op ids are handed out in execution order.
     """
-    nodes = graph.nodes
-    succ = graph.succ
-    remaining = dict(graph.in_degree())
+    nodes, succ = graph._node, graph._succ
+    remaining = {node: len(parents) for node, parents in graph._pred.items()}
     ready_values = []
     ready_ops: list[tuple[tuple, Any]] = []
     for node, degree in remaining.items():
@@ -136,21 +114,23 @@ def execution_order(graph: nx.DiGraph, shown: set) -> list:
     heapq.heapify(ready_ops)
     order = []
     processed = 0
+    push, pop = heapq.heappush, heapq.heappop
     while ready_values or ready_ops:
         if ready_values:
             node = ready_values.pop()
         else:
-            node = heapq.heappop(ready_ops)[1]
+            node = pop(ready_ops)[1]
             if node in shown:
                 order.append(node)
         processed += 1
         for child in succ[node]:
-            remaining[child] -= 1
-            if remaining[child] == 0:
+            left = remaining[child] - 1
+            remaining[child] = left
+            if left == 0:
                 if nodes[child].get("kind") == "value":
                     ready_values.append(child)
                 else:
-                    heapq.heappush(ready_ops, (_sort_key(child), child))
+                    push(ready_ops, (_sort_key(child), child))
     if processed < len(remaining):
         # A cycle cannot come from real provenance; fall back to event order.
         return sorted(shown, key=_sort_key)

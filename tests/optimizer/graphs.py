@@ -23,6 +23,11 @@ class TraceGraph:
         self._next_node = 100
         self._next_op = 1
 
+    @staticmethod
+    def function_id(qualname: str, module: str = "app") -> int:
+        """The FunctionDef id `call` gives function `module:qualname` (what a source ParamState's func_id names)."""
+        return hash((module, qualname)) & 0xFFFF
+
     def _new_node(self) -> tuple:
         self._next_node += 1
         return ("v", CLIENT, self._next_node)
@@ -46,7 +51,7 @@ class TraceGraph:
              op: tuple | None = None) -> tuple | None:
         """A marked call; returns its output value node (or `output` when given, None for an exception)."""
         op = op or self._new_op()
-        func = {"id": hash((module, qualname)) & 0xFFFF, "module": module, "qualname": qualname, "source": source,
+        func = {"id": self.function_id(qualname, module), "module": module, "qualname": qualname, "source": source,
                 "doc": doc, "signature": signature or "(" + ", ".join(args) + ")", "file": f"{module}.py",
                 "line": 1, "trainable": trainable, "freevars": []}
         self.graph.add_node(op, kind="call", func=func, parent=parent, error=error)

@@ -54,7 +54,8 @@ def test_a_parameter_read_event_and_a_trainable_function():
         ["v", 2, summarize(6.0)], ["ret", 1, 2, 11],
     ]
     params = [ParamState("__main__:FACTOR", "float", 3.0, kind="global"),
-              ParamState("__main__:scale", "code", SCALE["source"], kind="source", signature="(v)")]
+              ParamState("__main__:scale", "code", SCALE["source"], kind="source", signature="(v)",
+                             func_id=SCALE["id"])]
     instance = render_instance(analyse(step_input(events, 2, params)), DEFAULT_OBJECTIVE, LEVELS[0])[0]
     assert "#Code\nscale_output = scale(v=v, __code=scale_code)  # reads FACTOR\n" in instance
     assert "(float) FACTOR=3.0\n(code) scale_code:def scale(v):\n    return v * FACTOR" in instance

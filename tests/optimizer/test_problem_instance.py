@@ -185,8 +185,10 @@ def sales_agent_example():
     params = [
         ParamState("app:Agent.instruct1", "str", "Decide the language", kind="instance_attr"),
         ParamState("app:Agent.instruct2", "str", "Extract name if it's there", kind="instance_attr"),
-        ParamState("app:Agent.decide_lang", "code", DECIDE_LANG, kind="source", signature="(self, response)"),
-        ParamState("app:Agent.greet", "code", GREET, kind="source", signature="(self, lang, user_name)"),
+        ParamState("app:Agent.decide_lang", "code", DECIDE_LANG, kind="source", signature="(self, response)",
+                   func_id=g.function_id("Agent.decide_lang")),
+        ParamState("app:Agent.greet", "code", GREET, kind="source", signature="(self, lang, user_name)",
+                   func_id=g.function_id("Agent.greet")),
     ]
     return g.step_input(feedback={greeting: "Correct"}, params=params)
 
@@ -494,14 +496,14 @@ def test_feedback_whose_graph_is_gone_still_shows_variables_and_feedback():
     assert "Code" in parts and parts["Code"] == []
 
 
-def test_trainable_call_is_matched_to_a_source_parameter_named_after_the_file():
-    # A script runs as __main__, but its source parameter may be named after the file.
+def test_trainable_call_is_matched_to_its_source_parameter_by_function_id_whatever_the_names():
+    # A script runs as __main__, but its source parameter is named after the file.
     g = TraceGraph()
     response = g.value("Spanish")
     out = g.call("Agent.decide_lang", {"response": response}, returns="es", module="__main__",
                  source="    @tracer.bundle(trainable=True)\n" + DECIDE_LANG.split("\n", 1)[1], trainable=True)
     params = [ParamState("agent.Agent.decide_lang", "code", DECIDE_LANG, kind="source",
-                         signature="(self, response)")]
+                         signature="(self, response)", func_id=g.function_id("Agent.decide_lang", "__main__"))]
     parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=params)))
     assert parts["Code"] == ["decide_lang_output = decide_lang(response=response, __code=decide_lang_code)"]
 
@@ -511,8 +513,48 @@ def test_two_methods_of_the_same_name_are_not_confused():
     v = g.value(1)
     out = g.call("B.run", {"v": v}, returns=2, module="app", source="def run(v):\n    return v + 2\n",
                  trainable=True)
-    params = [ParamState("app:A.run", "code", "def run(v):\n    return v + 1\n", kind="source", signature="(v)"),
-              ParamState("app:B.run", "code", "def run(v):\n    return v + 2\n", kind="source", signature="(v)")]
+    params = [ParamState("app:A.run", "code", "def run(v):\n    return v + 1\n", kind="source", signature="(v)",
+                         func_id=g.function_id("A.run")),
+              ParamState("app:B.run", "code", "def run(v):\n    return v + 2\n", kind="source", signature="(v)",
+                         func_id=g.function_id("B.run"))]
+    code_var = {param: name for name, param in analyse(g.step_input(feedback={out: "ok"}, params=params))
+                .names_to_params.items()}
     parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=params)))
-    code_var = analyse(g.step_input(feedback={out: "ok"}, params=params)).names_to_params
-    assert parts["Code"] == [f"run_output = run(v=v, __code={[k for k, p in code_var.items() if p == 'app:B.run'][0]})"]
+    assert parts["Code"] == [f"run_output = run(v=v, __code={code_var['app:B.run']})"]
+
+
+def test_a_same_named_function_of_another_module_does_not_run_the_code_variable():
+    # Only app.greet's source is trainable; lib.greet is a different function
+    # with the same name, the same source and the same signature.
+    g = TraceGraph()
+    name = g.value("Juan")
+    source = "def greet(name):\n    return 'Hola ' + name\n"
+    mine = g.call("greet", {"name": name}, returns="Hola Juan", module="app", source=source, trainable=True)
+    theirs = g.call("greet", {"name": mine}, returns="Hola Hola Juan", module="lib", source=source)
+    params = [ParamState("app.greet", "code", source, kind="source", signature="(name)",
+                         func_id=g.function_id("greet", "app"))]
+    parts = sections(instance_of(g.step_input(feedback={theirs: "one greeting only"}, params=params)))
+    assert parts["Code"] == ["greet_output = greet(name=name, __code=greet_code)",
+                             "greet_output_2 = greet(name=greet_output)"]
+
+
+def test_a_nested_function_is_matched_to_its_source_parameter():
+    g = TraceGraph()
+    x = g.value(2)
+    source = "def inner(x):\n    return x + offset\n"
+    out = g.call("outer.<locals>.inner", {"x": x}, returns=5, source=source, trainable=True)
+    params = [ParamState("app.outer.inner", "code", source, kind="source", signature="(x)", freevars=["offset"],
+                         func_id=g.function_id("outer.<locals>.inner"))]
+    parts = sections(instance_of(g.step_input(feedback={out: "should be 4"}, params=params)))
+    assert parts["Code"] == ["inner_output = inner(x=x, __code=inner_code)"]
+
+
+def test_a_source_parameter_without_a_function_id_is_shown_but_runs_in_no_call():
+    g = TraceGraph()
+    v = g.value(1)
+    source = "def run(v):\n    return v + 1\n"
+    out = g.call("run", {"v": v}, returns=2, source=source, trainable=True)
+    params = [ParamState("app:run", "code", source, kind="source", signature="(v)")]
+    parts = sections(instance_of(g.step_input(feedback={out: "ok"}, params=params)))
+    assert parts["Code"] == ["run_output = run(v=v)"]
+    assert parts["Variables"][0] == "(code) run_code:def run(v):"
