@@ -719,6 +719,17 @@ class ParamRegistry:
 registry = ParamRegistry()
 
 
+def _reset_lock_in_child() -> None:
+    # A fork while another thread held the lock (e.g. the receiver thread in
+    # the middle of a patch) would leave the child's copy locked forever, and
+    # the child's first param() or patch would deadlock. The child has only
+    # the forking thread, so a fresh lock is safe.
+    registry.lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
 def _marking() -> ModuleType | None:
     try:
         return importlib.import_module("tracer.marking")

@@ -4,9 +4,12 @@ from __future__ import annotations
 import gc
 import importlib.util
 import itertools
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import warnings
 import weakref
 from pathlib import Path
 
@@ -413,3 +416,28 @@ def test_a_trainable_marked_function_is_a_source_parameter(load):
     assert record.kind == "source" and record.type == "code"
     assert "return text[:10]" in record.get()
     assert (record.signature, record.freevars) == ("(text)", [])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_holds_the_registry_lock_does_not_deadlock_the_child():
+    from tracer import params
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with params.registry.lock:
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    held.wait()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork of a threaded process
+        pid = os.fork()
+    if pid == 0:
+        os._exit(0 if params.registry.lock.acquire(timeout=2) else 3)
+    release.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
