@@ -257,12 +257,13 @@ def _functions_of(obj: Any) -> list[types.FunctionType]:
         return [g for f in found for g in _functions_of(f)]
     if isinstance(obj, types.MethodType):
         return _functions_of(obj.__func__)
-    if isinstance(obj, types.FunctionType):
-        return [obj]
     wrapped = getattr(obj, "__wrapped__", None)
     if wrapped is not None and wrapped is not obj:
-        # a decorator's wrapper (functools.wraps, lru_cache): trace the function it wraps
+        # a decorator's wrapper (functools.wraps, lru_cache): the function the
+        # user wrote is the operator (and, if trainable, the source to optimise)
         return _functions_of(wrapped)
+    if isinstance(obj, types.FunctionType):
+        return [obj]
     raise MarkingError(
         f"cannot trace {obj!r}: only Python functions, methods, classmethods, staticmethods and "
         f"properties can be marked (got {type(obj).__name__})")

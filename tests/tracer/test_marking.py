@@ -186,6 +186,24 @@ def test_stacked_decorators_keep_working_around_a_bundled_function():
     assert traced_names(cached, 2) == (4, [])  # a cache hit never reaches the function
 
 
+def test_bundle_over_a_wraps_decorator_traces_the_decorated_function():
+    def logged(func):
+        @functools.wraps(func)
+        def wrapper(*args):
+            return func(*args)
+        return wrapper
+
+    @bundle()
+    @logged
+    def original(x):
+        return x - 1
+
+    result, names = traced_names(original, 5)
+    assert result == 4
+    assert [n.rsplit(".", 1)[-1] for n in names] == ["original"]
+    assert original.__name__ == "original" and original.__wrapped__.__code__ is not None
+
+
 def test_marking_something_that_is_not_a_python_function_raises_a_clear_error():
     with pytest.raises(MarkingError, match="only Python functions"):
         bundle()(len)
