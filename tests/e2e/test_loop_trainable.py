@@ -1,0 +1,59 @@
+"""Closing the loop on code: a function of an unmodified module, marked trainable on the command line,
+is rewritten by the optimizer and swapped into the running process; the file on disk is untouched."""
+from __future__ import annotations
+
+from tests.e2e.helpers import optoprime_variables, suggest_by_function, write_files
+
+PRICING = '''\
+def total(prices):
+    """Sum the prices and add 10% tax."""
+    return sum(prices)
+'''
+
+FIXED_TOTAL = '''\
+def total(prices):
+    """Sum the prices and add 10% tax."""
+    return round(sum(prices) * 1.1, 2)
+'''
+
+# The driver knows about the tracer; the module it imports does not.
+DRIVER = '''\
+import tracer
+import pricing
+
+out = pricing.total([10, 20])
+print("before", out, flush=True)
+tracer.feedback(out, "The total must include 10% tax: expected 33.0.")
+print("step", tracer.step(timeout=60).version, flush=True)
+print("after", pricing.total([10, 20]), pricing.total([100]), flush=True)
+'''
+
+
+def test_function_marked_trainable_on_the_command_line_is_fixed_live_and_its_file_untouched(loop, project):
+    write_files(project, {"pricing.py": PRICING, "driver.py": DRIVER})
+    source = project / "pricing.py"
+    before_bytes, before_mtime = source.read_bytes(), source.stat().st_mtime_ns
+    loop.answer = suggest_by_function({"total": FIXED_TOTAL})
+
+    run = loop.trace_run(["--session", "pricing", "--trainable", "pricing:total", "driver.py"], project)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["before 30", "step 1", "after 33.0 110.0"], run.stderr
+    assert source.read_bytes() == before_bytes
+    assert source.stat().st_mtime_ns == before_mtime
+
+
+def test_the_optimizer_sees_the_trainable_function_source_and_the_feedback(loop, project):
+    write_files(project, {"pricing.py": PRICING, "driver.py": DRIVER})
+    loop.answer = suggest_by_function({"total": FIXED_TOTAL})
+
+    run = loop.trace_run(["--session", "pricing", "--trainable", "pricing:total", "driver.py"], project)
+
+    assert run.returncode == 0, run.stderr
+    [problem] = loop.optoprime_requests()
+    code_variables = [(name, value) for type_name, name, value in optoprime_variables(problem.prompt_text)
+                      if type_name == "code"]
+    assert [value for _, value in code_variables] == ["def total(prices):"]
+    assert "(list) prices=[10, 20]" in problem.prompt_text
+    assert "The total must include 10% tax: expected 33.0." in problem.prompt_text.rsplit("#Feedback", 1)[1]
+
