@@ -58,6 +58,7 @@ def _trace_spawned_main(config):
     from tracer import import_hook
 
     marks = config.marks_for("__main__")
+    param_specs = config.params_for("__main__")
 
     def traced(fixup):
         def fixup_then_instrument(*args, **kwargs):
@@ -65,6 +66,7 @@ def _trace_spawned_main(config):
             module = sys.modules.get("__mp_main__")
             if module is not None:
                 import_hook.instrument_in_place(module, marks, warn=False)
+                import_hook.register_config_params(module.__dict__, param_specs)
             return result
 
         return fixup_then_instrument
