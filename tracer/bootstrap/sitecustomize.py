@@ -33,7 +33,7 @@ def _trace_this_process():
         # a child that never imports it (a helper script, pip) costs little and prints nothing.
         import_hook.call_on_first_use(lambda: _start_runtime(config))
         import_hook.install(config)
-        if config.marks_for("__main__") is not None:
+        if config.marks_for("__main__") is not None or config.params_for("__main__"):
             # spawn children say --multiprocessing-fork; forkserver children are forked
             # from a `python -c` server that prepares __main__ the same way, so patch always.
             _trace_spawned_main(config)
@@ -65,7 +65,8 @@ def _trace_spawned_main(config):
             result = fixup(*args, **kwargs)
             module = sys.modules.get("__mp_main__")
             if module is not None:
-                import_hook.instrument_in_place(module, marks, warn=False)
+                if marks is not None:
+                    import_hook.instrument_in_place(module, marks, warn=False)
                 import_hook.register_config_params(module.__dict__, param_specs)
             return result
 
