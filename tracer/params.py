@@ -194,7 +194,9 @@ def stable_module_name(namespace: dict) -> str:
     stem, so names stay the same whether it runs as a script or is imported.
     """
     name = namespace.get("__name__") or "__main__"
-    if name != "__main__":
+    # A multiprocessing spawn child runs the parent's script as __mp_main__:
+    # its parameters must have the parent's names to be the same parameters.
+    if name not in ("__main__", "__mp_main__"):
         return name
     spec = namespace.get("__spec__")
     if spec is not None and getattr(spec, "name", None) and spec.name != "__main__":

@@ -83,6 +83,10 @@ class RuntimeConfig:
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES  # encoded frames waiting for a slow or absent daemon
     max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS
     buffer_limit: int | None = None     # records per thread before back-pressure (None: buffers' default)
+    # Say on stderr (once) that tracing is off. Child processes started by a
+    # traced program pass False: the parent already said it, and a child's
+    # stderr is often parsed by the program that started it.
+    announce_off: bool = True
     backpressure_wait: float = DEFAULT_BACKPRESSURE_WAIT  # a full buffer waits this long for a drain, then drops
 
     @classmethod
@@ -265,10 +269,11 @@ class Runtime:
         except Exception as exc:  # the hot path itself is broken: still say why, once
             reason = f"{reason} (and the hooks could not be turned off: {type(exc).__name__}: {exc})"
         one_line = " ".join(reason.split())
-        try:
-            print(f"trace-live: tracing is off: {one_line}", file=sys.stderr, flush=True)
-        except (OSError, ValueError):
-            pass
+        if self.config.announce_off:
+            try:
+                print(f"trace-live: tracing is off: {one_line}", file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass
         if self.service is not None:
             _stop_quietly(self.service)
             self.service = None

@@ -405,6 +405,24 @@ def test_python_children_that_run_no_marked_code_stay_quiet(program_dir, tmp_pat
     assert result.stdout == "'child ran\\n' '' 0\n"
 
 
+def test_only_the_parent_says_that_tracing_is_off(program_dir, tmp_path):
+    # The child runs marked code with no daemon reachable: its stderr (which
+    # the parent program may parse) must stay exactly as without tracing.
+    write(program_dir, "lib.py", "def work():\n    return 1\n")
+    write(program_dir, "child.py", "import lib\nprint(lib.work())\n")
+    write(program_dir, "parent.py", """
+        import subprocess, sys
+        out = subprocess.run([sys.executable, "child.py"], capture_output=True, text=True)
+        print(repr(out.stdout), repr(out.stderr), out.returncode)
+        import lib
+        lib.work()
+    """)
+    result = trace_run(["--target", "lib:work", "parent.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "'1\\n' '' 0\n"
+    assert result.stderr.count(TRACER_NOTICE + "tracing is off") == 1
+
+
 def test_in_process_children_connect_to_the_parents_optimizer(program_dir, tmp_path):
     write(program_dir, "lib.py", "def work():\n    return 1\n")
     write(program_dir, "child.py", """

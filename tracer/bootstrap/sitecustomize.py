@@ -46,7 +46,9 @@ def _start_runtime(config):
         from tracer import runtime
     except ImportError:
         return
-    runtime.start(config)
+    # The trace-run parent already told the user if tracing is off; a child
+    # repeating it would change what the program's children print.
+    runtime.start(config, announce_off=False)
 
 
 def _trace_spawned_main(config):
