@@ -1336,11 +1336,22 @@ def register_config_param(spec: str, *, constraint: str | None = None, trainable
         record = registry.by_name.get(name)
         if record is None:
             value = unshared_copy(current)
+            # A patch that reached this process before the module ran (it joined a
+            # session that already has a newer version) was deferred; it takes
+            # effect now, as it does for tracer.param().
+            deferred = registry.deferred.pop(name, None)
+            if deferred is not None:
+                try:
+                    value = unshared_copy(coerce_value(value, deferred[1], name=name))
+                except ParamTypeError:
+                    deferred = None  # the declared value stays; the daemon heard about the patch already
             if value is not current:
                 location.write(value)
             record = ParamRecord(name, kind, value, constraint=constraint, trainable=trainable,
                                  where=f"{kind} {namespace.get('__name__', module_name)}:{target} @ {file or '?'}:0",
                                  file=file, line=None, module=namespace.get("__name__", module_name), target=target)
+            if deferred is not None:
+                record.version, record.patched = deferred[0], True
             registry.by_name[name] = record
         registry._add_location(record, location)
         return record

@@ -1,0 +1,124 @@
+"""Closing the loop across processes: a session's new version reaches every process of the session,
+survives `kill -9` of the daemon, and is where a process that joins later starts from."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.helpers import TRACE_RUN, is_optoprime_prompt, optoprime_answer, optoprime_variables, write_files
+
+GREETING = '''\
+TEMPLATE = "hi {name}"
+
+
+def render(name):
+    return TEMPLATE.format(name=name)
+'''
+
+# Serves until the template changes under it; it never gives feedback.
+WORKER = '''\
+import sys, time
+import greeting
+
+first = greeting.render("worker")
+print("first", first, flush=True)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    current = greeting.render("worker")
+    if current != first:
+        print("patched", current, flush=True)
+        raise SystemExit(0)
+    time.sleep(0.02)
+print("no patch arrived", flush=True)
+raise SystemExit(1)
+'''
+
+LEARNER = '''\
+import tracer
+import greeting
+
+out = greeting.render("learner")
+tracer.feedback(out, "Greet politely: start with 'Hello' and end with '!'.")
+print("step", tracer.step(timeout=60), flush=True)
+print("learner", greeting.render("learner"), flush=True)
+'''
+
+# Its first lines read the parameter: the learned value must be in place before the program runs.
+LATECOMER = '''\
+import greeting
+print("import-time TEMPLATE", repr(greeting.TEMPLATE), flush=True)
+print("latecomer", greeting.render("late"), flush=True)
+'''
+
+# A module that uses its parameter while it is being imported.
+GREETING_USED_AT_IMPORT = GREETING + '''
+BANNER = TEMPLATE.format(name="everyone")
+'''
+
+BANNER_READER = '''\
+import greeting
+print("banner", greeting.BANNER, flush=True)
+'''
+
+MARKING = ["--session", "team", "--target", "greeting:render", "--param", "greeting:TEMPLATE"]
+
+
+def polite_template(request):
+    if not is_optoprime_prompt(request):
+        return optoprime_answer({})
+    names = [name for type_name, name, _ in optoprime_variables(request.prompt_text) if type_name == "str"]
+    return optoprime_answer({name: "Hello {name}!" for name in names})
+
+
+@pytest.fixture
+def team(loop, project):
+    loop.answer = polite_template
+    write_files(project, {"greeting.py": GREETING, "worker.py": WORKER, "learner.py": LEARNER,
+                          "latecomer.py": LATECOMER})
+    return loop
+
+
+def start_worker(loop, project):
+    worker = loop.spawn([TRACE_RUN, *MARKING, "worker.py"], project)
+    assert worker.read_line() == "first hi worker"
+    return worker
+
+
+def test_the_learners_patch_reaches_a_process_that_gave_no_feedback(team, project):
+    worker = start_worker(team, project)
+
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+
+    assert learner.returncode == 0, learner.stderr
+    assert learner.stdout.splitlines()[-1] == "learner Hello learner!"
+    assert worker.read_line() == "patched Hello worker!"
+    worker.finish()
+    assert worker.proc.returncode == 0
+
+
+def test_a_process_started_after_kill_9_of_the_daemon_starts_from_the_learned_parameters(team, project):
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+    assert learner.returncode == 0, learner.stderr
+    assert learner.stdout.splitlines()[-1] == "learner Hello learner!"
+
+    team.kill_daemon()
+    # The latecomer finds no daemon and starts one on demand; it reads the session from SQLite.
+    latecomer = team.trace_run([*MARKING, "latecomer.py"], project)
+
+    assert latecomer.returncode == 0, latecomer.stderr
+    assert latecomer.stdout.splitlines() == ["import-time TEMPLATE 'Hello {name}!'", "latecomer Hello late!"], \
+        latecomer.stderr + team.daemon_log()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tracer/import_hook.py registers --param globals only after their module has executed "
+    "(register_config_params after exec), so the catch-up value a late process receives is applied after "
+    "the module's own import-time code already used the original value"))
+def test_a_late_process_uses_the_learned_parameter_even_in_its_modules_import_time_code(team, project):
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+    assert learner.returncode == 0, learner.stderr
+    write_files(project, {"greeting.py": GREETING_USED_AT_IMPORT, "banner.py": BANNER_READER})
+
+    late = team.trace_run([*MARKING, "banner.py"], project)
+
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.splitlines() == ["banner Hello everyone!"]
