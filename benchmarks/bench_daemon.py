@@ -1,7 +1,7 @@
 """Daemon benchmarks: sustained ingest, and the feedback cut on long chains.
 
-    python benchmarks/bench_daemon.py            # both parts
-    python benchmarks/bench_daemon.py ingest     # one part: ingest | chain
+    python benchmarks/bench_daemon.py            # every part
+    python benchmarks/bench_daemon.py chain      # one part: ingest | chain | step
 
 1. Ingest. Baseline: how many events one process encodes per second alone
    (`encode_message` of EventBatch frames, in this process). Then a real
@@ -22,6 +22,10 @@
    time. Growth must be linear: time per node should stay flat from 1k to
    100k. Reference: opto 0.1.3.8 needs ~1.8 s for backward + prompt on a 4k
    chain; the target is >= 30x faster (<= 60 ms).
+
+3. One whole step (`steps.run_step`) on the same chains, as the daemon runs
+   it: a real SQLite store, the graph work above, OptoPrime's prompt (no LLM
+   call), and the step committed with its feedback subgraph as JSON.
 
 Figures are printed as ratios against baselines measured in the same run.
 """
@@ -235,7 +239,56 @@ def bench_chain() -> None:
           f"{OPTO_4K_SECONDS / median_4k:.0f}x {'OK' if 1e3 * best_4k <= TARGET_4K_MS else 'BELOW TARGET'}")
 
 
+class _PromptOnlyOptimizer:
+    """OptoPrime's prompt for the step, and no LLM call: what a step costs the daemon itself."""
+
+    def __init__(self) -> None:
+        from optimizer_service.optoprime import OptoPrime
+        self.optoprime = OptoPrime(llm=None)  # type: ignore[arg-type]  # build_prompt never calls the LLM
+
+    def step(self, problem):
+        from optimizer_service.step_types import StepOutput
+        _, rendered = self.optoprime.build_prompt(problem)
+        return StepOutput(suggestion={}, terminate=True, prompt=rendered.system + rendered.user)
+
+
+def bench_step() -> None:
+    """A whole `run_step` on the chains: SQLite store, build, cut, prompt, storing the step (no LLM)."""
+    from optimizer_service.daemon import _tune_gc
+    from optimizer_service.steps import EpisodeSnapshot, StepJob, run_step
+    from optimizer_service.store import Store
+    _tune_gc()
+    functions = {77: {"id": 77, "module": "app", "qualname": "transform", "source": "def transform(x): ...",
+                      "doc": None, "signature": "(x)", "file": "app.py", "line": 1, "trainable": False}}
+    print("== one whole step on linear chains: store, build, cut, prompt, commit (no LLM call)")
+    print(f"{'nodes':>7} {'runs':>4} {'best':>9} {'median':>9} {'us/node best':>13}")
+    root = tempfile.mkdtemp(prefix="bd-step-", dir="/tmp")
+    try:
+        store = Store(f"{root}/state.db")
+        optimizer = _PromptOnlyOptimizer()
+        for n in (1000, 4000, 16000):
+            events = chain_events(n)
+            store.save_definitions("bench", list(functions.values()),
+                                   [{"name": "prompt", "type": "str", "value": "Answer briefly.", "kind": "global",
+                                     "where": "app:PROMPT", "trainable": True}])
+            client = store.add_client("bench", pid=1, argv=["bench"], python="3", name="bench", granularity="call")
+            times = []
+            for _ in range(5):
+                store.add_feedback("bench", client, 1, n, "wrong", None)
+                job = StepJob(session="bench", options={}, config={},
+                              episodes=[EpisodeSnapshot(client, 1, events)], functions=functions, sites={})
+                started = time.perf_counter()
+                result = run_step(store, optimizer, job)
+                times.append(time.perf_counter() - started)
+                assert result.ok, result.error
+            print(f"{n:>7} {len(times):>4} {1e3 * min(times):>7.1f}ms {1e3 * _median(times):>7.1f}ms "
+                  f"{min(times) / n * 1e6:>13.2f}")
+        store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["ingest", "chain"]
+    parts = sys.argv[1:] or ["ingest", "chain", "step"]
     for part in parts:
-        {"ingest": bench_ingest, "chain": bench_chain}[part]()
+        {"ingest": bench_ingest, "chain": bench_chain, "step": bench_step}[part]()

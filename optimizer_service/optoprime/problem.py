@@ -75,7 +75,7 @@ class ValueEntry:
         return f"ValueEntry({self.name!r}, {self.type_label!r}, {self.text!r}, {self.role!r})"
 
 
-@dataclass
+@dataclass(slots=True)      # one per operation of a trace: slots make them cheaper to create
 class OpEntry:
     line: str
     doc_key: str
@@ -238,15 +238,15 @@ class _Analysis:
     def _operation(self, op: Any) -> OpEntry:
         attrs = self.nodes[op]
         nodes, values, var_names = self.nodes, self.values, self.var_names
-        in_edges = list(self.pred[op].items())
         is_call = attrs.get("kind") != "op"
         if is_call:
+            in_edges = self.pred[op].items()
             call = self._call_info(attrs.get("func"))
             base, output_name, doc_key, doc = call.base, call.output_name, call.doc_key, call.doc
             signature_names = call.signature_names
             site = matched = None
         else:
-            in_edges.sort(key=_position_of)
+            in_edges = sorted(self.pred[op].items(), key=_position_of)
             site = self._site_info(attrs.get("site"))
             base, output_name, doc_key, doc = site.shape.base, site.output_name, site.doc_key, site.doc
             matched = operations.operands_for(site.shape, len(in_edges))
