@@ -1,6 +1,7 @@
 """Run opto's programs (in the opto virtual environment) and collect their figures."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from benchmarks.compare import opto_venv
@@ -12,7 +13,7 @@ class OptoSide:
     """opto's half of every figure. `python` is the opto venv's interpreter."""
 
     def __init__(self, python: Path, sizes: Sizes, llm_env: dict[str, str]):
-        self.python = str(python)
+        self.python = os.path.abspath(python)  # programs run in programs/: no relative paths
         self.sizes = sizes
         self.env = opto_venv.offline_environment()
         self.env.update(llm_env)

@@ -18,7 +18,9 @@ class OurSide:
     """Our half of every figure. `python` is an interpreter with the project installed."""
 
     def __init__(self, python: str, sizes: Sizes, llm_env: dict[str, str]):
-        self.python = python
+        # Absolute (programs run in programs/), but not resolved: a venv's python is a symlink whose
+        # location, not target, decides which environment (and which trace-run) it is.
+        self.python = os.path.abspath(python)
         self.sizes = sizes
         self.llm_env = dict(llm_env)
         self._session_counter = 0

@@ -8,6 +8,7 @@ it); the unit suite never installs it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,15 @@ def test_our_side_measures_every_figure_at_tiny_sizes():
     step = figures["step"]["ours"]
     assert step["single"]["round_trip_s"] and step["many"]["processes"] == SMOKE.processes
     assert figures["prompt"]["ours"]["tokens"] > 0
+
+
+@needs_tracer
+def test_our_interpreter_may_be_given_as_a_relative_path(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    relative = os.path.relpath(sys.executable, ROOT)
+    results = harness.run(smoke_options(run_opto=False, our_python=relative, figures=("call_cost",)))
+    assert results["figures"]["call_cost"]["ours_error"] is None
+    assert results["figures"]["call_cost"]["ours"]["tracer"]["instrumented"] is True
 
 
 def test_a_side_left_out_is_reported_as_skipped_not_as_a_figure():
