@@ -186,8 +186,15 @@ def _build_function_def(entry: MarkedFunction):
 
 
 def install_hook_globals(namespace: dict) -> None:
-    """Put the `@trace_*` hook names into a module namespace (before its code runs)."""
-    namespace.update(hooks.HOOK_GLOBALS)
+    """Put the `@trace_*` hook names into a module namespace (before its code runs).
+
+    This is the contract of docs/internals.md §4 (trace-run's runner swaps
+    the entry hooks in `__main__`'s namespace). Known cost: the names show in
+    the module's `vars()` / `dir()` (CPython's test_argparse notices);
+    putting them only into `builtins` would keep namespaces clean.
+    """
+    if namespace.get("@trace_enter") is not hooks.enter:
+        namespace.update(hooks.HOOK_GLOBALS)
 
 
 def is_instrumented(code: types.CodeType) -> bool:
@@ -273,13 +280,10 @@ def _instrument_one(func: types.FunctionType, *, trainable: bool, granularity: O
     module = func.__module__ or "__main__"
     qualname = func.__qualname__
     code = func.__code__
+    install_hook_globals(func.__globals__)
     if not is_instrumented(code):
-        new = instrument_code(code, module=module, trainable=trainable, qualname=qualname,
-                              granularity=granularity)
-        install_hook_globals(func.__globals__)
-        func.__code__ = new
-    else:
-        install_hook_globals(func.__globals__)
+        func.__code__ = instrument_code(code, module=module, trainable=trainable, qualname=qualname,
+                                        granularity=granularity)
     register_function(func, module=module, qualname=qualname, trainable=trainable)
 
 

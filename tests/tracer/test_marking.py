@@ -308,3 +308,11 @@ def test_a_function_the_rewriter_cannot_handle_runs_untraced_with_a_warning(monk
     with pytest.warns(marking.BundleNotTracedWarning, match="runs untraced"):
         assert bundle()(f) is f
     assert f.__code__ is code and f(2) == 4
+
+
+def test_code_run_with_its_own_builtins_still_reaches_the_hooks():
+    namespace = {"__builtins__": dict(vars(__builtins__)) if isinstance(__builtins__, type(sys)) else
+                 dict(__builtins__), "__name__": "sandboxed"}
+    exec("def f(x):\n    return x + 1\n", namespace)
+    bundle()(namespace["f"])
+    assert traced_names(namespace["f"], 1) == (2, ["f"])
