@@ -193,9 +193,10 @@ class LoopEnv:
             os.kill(pid, signal.SIGKILL)
 
     # -- commands ------------------------------------------------------------
-    def daemon_cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def daemon_cli(self, *args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        """Run `trace-daemon ARGS` (in `cwd`, default the env's root) to completion."""
         return subprocess.run([TRACE_DAEMON, *args], env=self.environ(), capture_output=True, text=True,
-                              timeout=timeout, cwd=self.root)
+                              timeout=timeout, cwd=cwd or self.root)
 
     def trace_run(self, args: list[str], cwd: Path, *, timeout: float = 90,
                   **extra: str) -> subprocess.CompletedProcess:
