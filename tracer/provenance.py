@@ -193,7 +193,7 @@ class Resolver:
         ep = self._episode
         node = self._value_node(obj, events)
         key = id(obj)
-        ep.last_result[key] = (node, obj)
+        entry = ep.last_result[key] = (node, obj)
         if is_shareable(obj) or hooks.is_clipped(obj) or self._is_constant_of(func_id, obj):
             return node
         if key in ep.ambiguous:
@@ -202,7 +202,7 @@ class Resolver:
             # a second producer of the same object: identity no longer says which one
             ep.ambiguous[key] = ep.produced.pop(key)[1]
             return node
-        ep.produced[key] = (node, obj)
+        ep.produced[key] = entry
         return node
 
     def _is_constant_of(self, func_id: Optional[int], obj: Any) -> bool:
