@@ -22,7 +22,7 @@ Raw records (tuples, first item is the tag) consumed by
     ("ret",  op, value, t_ns)
     ("exc",  op, exception, traceback, t_ns)
     ("read", op, name, value)
-    ("op",   out_ref, op, site, opname, [input_ref or None, ...])   (op mode, see below)
+    ("op",   out_ref, op, site, opname, (input_ref, ...))   (op mode, see below)
 
 Op mode uses "callref" (one ref per argument instead of the values),
 "retref" (a ref of the returned value) and "readref" (a ref of the
