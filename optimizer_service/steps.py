@@ -107,17 +107,23 @@ class SourceFunctions:
             return next(iter(candidates))
         return None
 
+    def of_sources(self, definitions: dict[str, dict[str, Any]]) -> dict[str, int | None]:
+        """Function id (or None) of every source parameter among `definitions` (name -> ParamDef dict)."""
+        return {name: self.function_of(d) for name, d in definitions.items() if d.get("kind") == "source"}
+
     def definition(self, func_id: int | None) -> dict[str, Any] | None:
+        """The FunctionDef (as a dict) of `func_id`, None if unknown."""
         return self._functions.get(func_id) if func_id is not None else None
 
 
-def _param_state(name: str, definition: dict[str, Any], value: Any, sources: SourceFunctions) -> ParamState:
+def _param_state(name: str, definition: dict[str, Any], value: Any, func_id: int | None,
+                 sources: SourceFunctions) -> ParamState:
     state = ParamState(name=name, type=str(definition.get("type", type(value).__name__)), value=value,
                        kind=str(definition.get("kind", "value")), constraint=definition.get("constraint"))
     if state.kind == "source":
         state.type = "code"
-        state.func_id = sources.function_of(definition)
-        fdef = sources.definition(state.func_id)
+        state.func_id = func_id
+        fdef = sources.definition(func_id)
         if fdef:
             state.signature = fdef.get("signature")
             state.freevars = list(fdef.get("freevars") or [])
@@ -184,11 +190,10 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
     definitions = store.param_definitions(session)
     trainable = {name for name, d in definitions.items() if d.get("trainable", True)}
     sources = SourceFunctions(job.functions)
+    source_ids = sources.of_sources(definitions)
     names, funcs = trainable_in(subgraph)
     # A trainable function called in the subgraph brings its source parameter.
-    called_sources = {name for name, d in definitions.items()
-                      if d.get("kind") == "source" and sources.function_of(d) in funcs}
-    chosen = (names | called_sources) & trainable
+    chosen = (names | {name for name, func_id in source_ids.items() if func_id in funcs}) & trainable
     if not chosen:
         # Feedback whose graph is gone (daemon restart) or that touches no
         # parameter directly: show the optimizer every trainable parameter.
@@ -198,7 +203,8 @@ def run_step(store: Store, optimizer: Optimizer, job: StepJob) -> StepResult:
                           "tracer.param(...) or functions with @tracer.bundle(trainable=True) (or --param / "
                           "--trainable)", error_kind=StepError.kind)
     values = current_params(store, session)
-    params = {name: _param_state(name, definitions[name], values.get(name, {}).get("value"), sources)
+    params = {name: _param_state(name, definitions[name], values.get(name, {}).get("value"),
+                                 source_ids.get(name), sources)
               for name in sorted(chosen)}
 
     memory_size = int(job.options.get("memory_size", job.config.get("memory_size", DEFAULT_MEMORY_SIZE)))

@@ -31,6 +31,7 @@ from optimizer_service.step_types import ParamState, StepInput
 from protocol.values import render
 
 INPUT, OTHER, OUTPUT = "input", "other", "output"
+_NO_FUNCTION: dict[str, Any] = {}     # a call whose FunctionDef is missing altogether (never mutated)
 
 
 @dataclass
@@ -203,7 +204,7 @@ class _Analysis:
 
     # -- facts shared by every call of a function / every run of a site -------
     def _call_info(self, func: dict | None) -> _CallInfo:
-        func = func or {}
+        func = func or _NO_FUNCTION
         cached = self._calls.get(id(func))
         if cached is not None:
             return cached[1]
