@@ -69,7 +69,7 @@ class GraphBuilder:
 
     def add_events(self, client: int, episode: int, events: Iterable[list]) -> None:
         """Add one episode's events of process `client` (bad events are counted, not raised)."""
-        with _gc_paused():
+        with gc_paused():
             self._add_events(client, episode, events)
 
     def _add_events(self, client: int, episode: int, events: Iterable[list]) -> None:
@@ -236,7 +236,7 @@ def feedback_subgraph(graph: nx.DiGraph, targets: Iterable[tuple], *, in_place: 
     the cost is only that of the nodes removed (a step builds its graph for
     this cut alone, so it uses this).
     """
-    with _gc_paused():
+    with gc_paused():
         seen = _ancestors_of(graph, targets)
         if in_place:
             if len(seen) != graph.number_of_nodes():
@@ -273,12 +273,13 @@ def _copy_of(graph: nx.DiGraph, seen: set) -> nx.DiGraph:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC while building big graphs.
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building or walking big graphs.
 
     Graph nodes are many small dicts and tuples and make no garbage cycles;
     with the collector running, every few thousand allocations it rescans
-    them all, which doubles build time on a 100k-node graph.
+    them all, which doubles build time on a 100k-node graph. (The optimizer
+    pauses it the same way while it turns a graph into a prompt.)
     """
     was_enabled = gc.isenabled()
     gc.disable()

@@ -22,6 +22,7 @@ from typing import Any
 
 import networkx as nx
 
+from optimizer_service.graph import gc_paused
 from optimizer_service.optoprime import operations
 from optimizer_service.optoprime.selection import (code_variable_of, code_variables, execution_order,
                                                    shown_operations)
@@ -137,9 +138,13 @@ def analyse(problem: StepInput) -> ProblemGraph:
     Linear in the size of the graph: what depends only on a function or an
     op-mode site (its name, signature, documentation, code variable, source
     shape) is worked out once per function or site, not once per call, and
-    value texts are rendered only when a prompt shows them.
+    value texts are rendered only when a prompt shows them. The cyclic GC is
+    paused meanwhile, as for the graph build: the analysis allocates a few
+    small acyclic objects per operation, and every collection would rescan
+    the whole graph.
     """
-    return _Analysis(problem).run()
+    with gc_paused():
+        return _Analysis(problem).run()
 
 
 @dataclass(frozen=True)
