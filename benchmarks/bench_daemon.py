@@ -174,6 +174,15 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def _loglog_slope(seconds: dict[int, float]) -> float:
+    """Least-squares slope of log(time) against log(size): the exponent of the growth."""
+    import math
+    xs = [math.log(n) for n in seconds]
+    ys = [math.log(t) for t in seconds.values()]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def bench_chain() -> None:
     """Build + feedback cut + problem instance + prompt text on linear chains; best and median of several runs."""
     import gc
@@ -233,6 +242,8 @@ def bench_chain() -> None:
                        for a, b in zip(sizes, sizes[1:]))
     print(f"growth of the best time per node: {growth}; 100k/1k {best_per_node[100000] / best_per_node[1000]:.2f} "
           "(linear: ~1; a quadratic step would be ~100)")
+    print(f"log-log slope of the best total time over {', '.join(f'{n // 1000}k' for n in sizes)}: "
+          f"{_loglog_slope({n: results[n][0] for n in sizes}):.2f} (linear: 1.0, quadratic: 2.0)")
     best_4k, median_4k = results[4000]
     print(f"4k chain vs opto's {OPTO_4K_SECONDS} s (target <= {TARGET_4K_MS:.0f} ms, >= 30x): best "
           f"{1e3 * best_4k:.1f} ms = {OPTO_4K_SECONDS / best_4k:.0f}x, median {1e3 * median_4k:.1f} ms = "
