@@ -55,7 +55,7 @@ def test_a_parameter_read_event_and_a_trainable_function():
     ]
     params = [ParamState("__main__:FACTOR", "float", 3.0, kind="global"),
               ParamState("__main__:scale", "code", SCALE["source"], kind="source", signature="(v)",
-                             func_id=SCALE["id"])]
+                         func_id=SCALE["id"])]
     instance = render_instance(analyse(step_input(events, 2, params)), DEFAULT_OBJECTIVE, LEVELS[0])[0]
     assert "#Code\nscale_output = scale(v=v, __code=scale_code)  # reads FACTOR\n" in instance
     assert "(float) FACTOR=3.0\n(code) scale_code:def scale(v):\n    return v * FACTOR" in instance
@@ -73,3 +73,26 @@ def test_an_exception_event_becomes_an_output():
     instance = render_instance(analyse(problem), DEFAULT_OBJECTIVE, LEVELS[0])[0]
     assert "bar_output, bar_error = bar(x=X)" in instance
     assert "(ZeroDivisionError) bar_error=ZeroDivisionError: float division by zero" in instance
+
+
+def test_a_trainable_function_traced_op_by_op_is_one_line_running_its_code():
+    # Op mode: scale's insides are traced, but its body is the variable the
+    # LLM edits, so the call is one line and the operations in it are hidden.
+    builder_sites = {21: {"id": 21, "func": 13, "op": "BINARY_OP", "line": 31, "col": 11, "text": "v * FACTOR"}}
+    events = [
+        ["v", 1, summarize(2.0)], ["v", 5, summarize(3.0)], ["param", 5, "__main__:FACTOR"],
+        ["call", 1, 13, None, [["v", 1]], 0, 10],
+        ["v", 2, summarize(6.0)], ["op", 2, 1, 21, "mul", [1, 5], 2],
+        ["ret", 1, 2, 11],
+        ["call", 3, 11, None, [["x", 2]], 0, 12],
+        ["v", 4, summarize(12.0)], ["ret", 3, 4, 13],
+    ]
+    builder = GraphBuilder({11: BAR, 13: SCALE}, builder_sites)
+    builder.add_events(CLIENT, 1, events)
+    target = ("v", CLIENT, 4)
+    problem = StepInput(session="s", step_index=0, graph=feedback_subgraph(builder.graph, [target]),
+                        feedback=[FeedbackItem(node=target, text="Larger.", client=CLIENT)],
+                        params={"__main__:scale": ParamState("__main__:scale", "code", SCALE["source"],
+                                                             kind="source", signature="(v)", func_id=SCALE["id"])})
+    code = render_instance(analyse(problem), DEFAULT_OBJECTIVE, LEVELS[0])[0].split("#Code\n")[1].split("\n\n")[0]
+    assert code.splitlines() == ["scale_output = scale(v=v, __code=scale_code)", "bar_output = bar(x=scale_output)"]
