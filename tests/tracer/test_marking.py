@@ -18,6 +18,15 @@ from tracer.rewrite import RewriteError
 
 REPO = Path(__file__).resolve().parents[2]
 
+@pytest.fixture(autouse=True)
+def no_swallowed_hook_errors():
+    """Hooks never raise into the program; they count what they swallow. It must stay 0."""
+    from tracer import hooks as _hooks
+    before = _hooks.errors()
+    yield
+    assert _hooks.errors() == before, "a hook swallowed an internal error"
+
+
 
 def traced_names(fn, *args):
     """Run fn and return the qualnames of the marked calls it made, in order."""

@@ -16,6 +16,15 @@ import pytest
 from tracer import buffers, params, provenance
 from tracer.marking import bundle
 
+@pytest.fixture(autouse=True)
+def no_swallowed_hook_errors():
+    """Hooks never raise into the program; they count what they swallow. It must stay 0."""
+    from tracer import hooks as _hooks
+    before = _hooks.errors()
+    yield
+    assert _hooks.errors() == before, "a hook swallowed an internal error"
+
+
 
 def trace(fn, *args, resolver=None):
     """Run fn, return (result, wire events) from a fresh (or the given) resolver."""

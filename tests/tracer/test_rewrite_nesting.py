@@ -15,6 +15,15 @@ import pytest
 from tracer import buffers, hooks, marking, provenance
 from tracer.marking import bundle
 
+@pytest.fixture(autouse=True)
+def no_swallowed_hook_errors():
+    """Hooks never raise into the program; they count what they swallow. It must stay 0."""
+    from tracer import hooks as _hooks
+    before = _hooks.errors()
+    yield
+    assert _hooks.errors() == before, "a hook swallowed an internal error"
+
+
 
 def records_of(fn, *args):
     buffers.drain()
