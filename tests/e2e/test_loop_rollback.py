@@ -138,3 +138,30 @@ def test_a_rollback_is_a_new_version_of_the_session(calc, project):
     status = calc.daemon_cli("status")
 
     assert "session calc: version 2, 1 steps" in status.stdout, status.stdout
+
+
+SHOW_NEW_CODE = '''\
+import inspect, traceback
+import tracer
+import calc
+
+out = calc.parse_price("12,50 EUR")
+tracer.feedback(out, "12,50 EUR is twelve euros fifty: expected 12.5.")
+tracer.step(timeout=60)
+print(inspect.getsource(calc.parse_price), end="")
+try:
+    calc.parse_price("12,50 EUR")
+except ValueError:
+    print(traceback.format_exc().splitlines()[-4:-1])
+'''
+
+
+def test_the_patched_code_is_what_getsource_and_tracebacks_show(calc, project):
+    write_files(project, {"show.py": SHOW_NEW_CODE})
+
+    run = calc.trace_run([*MARKING, "show.py"], project)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(RAISING)
+    frame = run.stdout[len(RAISING):]
+    assert 'return float(text.replace(",", "."))' in frame and "patch v1 of calc.parse_price" in frame

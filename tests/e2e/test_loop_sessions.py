@@ -109,6 +109,17 @@ def test_a_process_started_after_kill_9_of_the_daemon_starts_from_the_learned_pa
         latecomer.stderr + team.daemon_log()
 
 
+def test_a_running_process_survives_kill_9_of_the_daemon_and_receives_the_next_version(team, project):
+    worker = start_worker(team, project)
+    team.kill_daemon()
+
+    # The learner starts a new daemon on demand; the worker reconnects to it by itself.
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+
+    assert learner.returncode == 0, learner.stderr
+    assert worker.read_line(timeout=30) == "patched Hello worker!"
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "
