@@ -159,6 +159,10 @@ def enter(func_id: int, *args: Any) -> Optional[list]:
             return None
         if _IN_CONTEXTVAR:
             parent = _current.get()
+            while parent is not None and len(parent) > 4 and parent[4].f_back is None:
+                # 3.10: a generator suspended inside `yield from` left itself
+                # current (no hook runs there); a suspended frame is not a caller
+                parent = parent[1]
             tok = [_next_op(), parent, None, ts]
             _current.set(tok)
         else:
@@ -172,6 +176,22 @@ def enter(func_id: int, *args: Any) -> Optional[list]:
     except BaseException:
         _count_error()
         return None
+
+
+def gen_enter(func_id: int, *args: Any) -> Optional[list]:
+    """`enter` for a generator on 3.10: the token also holds the generator's frame.
+
+    A suspended generator's frame has no `f_back`; `enter` uses that to skip
+    a generator that suspended inside `yield from` without giving the
+    current-call slot back (3.10's YIELD_FROM has no hook point).
+    """
+    tok = enter(func_id, *args)
+    if tok is not None:
+        try:
+            tok.append(sys._getframe(1))
+        except BaseException:
+            _count_error()
+    return tok
 
 
 def leave(tok: Optional[list], value: Any) -> Any:
@@ -255,8 +275,11 @@ def resume(tok: Optional[list]) -> None:
     if tok is not None:
         try:
             ts = _state()
+            current = _get_current(ts)
+            if current is tok:
+                return  # 3.10: after `yield from` in a frame that never stopped being current
             tok[3] = ts
-            tok[1] = _get_current(ts)
+            tok[1] = current
             _set_current(ts, tok)
         except BaseException:
             _count_error()
@@ -694,6 +717,7 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
 
 HOOK_GLOBALS: dict[str, Any] = {
     "@trace_enter": enter,
+    "@trace_gen_enter": gen_enter,
     "@trace_leave": leave,
     "@trace_gen_leave": gen_leave,
     "@trace_fail": fail,

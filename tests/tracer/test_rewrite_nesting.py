@@ -197,13 +197,29 @@ def delegation_consumer(n):
     return [middle(v) for v in delegating(n)]
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's YIELD_FROM suspends without a hook point")
 def test_calls_made_while_a_generator_is_suspended_in_yield_from_nest_under_the_consumer():
     _, recs = records_of(delegation_consumer, 2)
     tree = calls(recs)
     assert [parent_name(tree, op) for op, (n, _) in tree.items() if n == "middle"] == [
         "delegation_consumer", "delegation_consumer"]
     assert [parent_name(tree, op) for op, (n, _) in tree.items() if n == "numbers"] == ["delegating"]
+
+
+@bundle()
+def delegating_then_calls(n):
+    yield from numbers(n)
+    yield leaf(100)  # after the delegation: under this generator again
+
+
+def test_calls_after_a_yield_from_completes_nest_under_the_delegating_generator():
+    def run():
+        return list(delegating_then_calls(1))
+
+    result, recs = records_of(run)
+    tree = calls(recs)
+    assert result == [1, 101]
+    assert [parent_name(tree, op) for op, (n, _) in tree.items() if n == "leaf"] == [
+        "numbers", "delegating_then_calls"]
 
 
 def test_generator_resumed_by_another_caller_nests_later_calls_under_its_own_call():

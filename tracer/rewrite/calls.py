@@ -135,6 +135,8 @@ class CallInstrumenter:
         self.analyse(items, start, depths)
         generator = is_generator_code(self.code)
         leave_hook = self.gen_leave_hook if generator else self.leave_hook
+        if generator and compat.YIELD_FROM_IS_OPAQUE and self.enter_hook == "@trace_enter":
+            self.enter_hook = "@trace_gen_enter"  # remembers its frame (see hooks.gen_enter)
         handler = Label()
         out: list = list(items[:start])
         entry_loc = _location_after(items, start)
@@ -238,6 +240,12 @@ class CallInstrumenter:
                 else:
                     out += compat.call_hook_with_token(self.resume_hook, depth + 1, 0, loc,
                                                        keep_result=False)
+                continue
+            if name == "YIELD_FROM" and compat.YIELD_FROM_IS_OPAQUE:
+                # runs once the delegation is over: this generator is current again
+                out.append(item)
+                after = depth + item.stack_effect(jump=False)
+                out += compat.call_hook_with_token(self.resume_hook, after + 1, 0, loc, keep_result=False)
                 continue
             if name == "RESUME" and pending_resume is not None:
                 out.append(item)
