@@ -122,7 +122,7 @@ def step(timeout: float = DEFAULT_STEP_TIMEOUT, **options: Any) -> StepResult:
             # with its request and becomes the session's setting.
             options["llm"] = configured
     request = m.StepRequest(request_id=runtime.next_request_id(), options=options)
-    done = runtime.request(request, timeout=_remaining(deadline))
+    done = _request_as_step_failure(request, deadline)
     if done.error:
         raise STEP_ERRORS_BY_KIND.get(done.error_kind or "", StepFailed)(done.error, done.error_kind or "step_failed")
     changes = [Change(c.get("name", "?"), c.get("kind", "value"), c.get("old"), c.get("new"))
@@ -183,9 +183,8 @@ def rollback(version: int | None = None, timeout: float = 30.0) -> StepResult:
     """
     deadline = time.monotonic() + timeout
     rt = runtime.require()
-    reply = runtime.request(m.Request(request_id=runtime.next_request_id(), command="rollback",
-                                      args={"session": rt.session, "version": version}),
-                            timeout=_remaining(deadline))
+    reply = _request_as_step_failure(m.Request(request_id=runtime.next_request_id(), command="rollback",
+                                               args={"session": rt.session, "version": version}), deadline)
     if not reply.ok:
         raise StepFailed(f"rollback failed: {reply.error}")
     data = reply.data or {}
@@ -204,6 +203,27 @@ def _node_of(resolver: Any, value: Any) -> int | None:
         if finder is not None:
             return finder(value)
     return resolver.node_for_value(value)
+
+
+def _request_as_step_failure(request: Any, deadline: float) -> Any:
+    """runtime.request(), with the transport's failures raised as `StepFailed`.
+
+    Programs catch `tracer.StepFailed` around step() and go on (the examples
+    do); a slow daemon or one that died mid-step must not escape that as a
+    transport error of another class.
+    """
+    from tracer.transport import ConnectionLost, DaemonError, RequestTimeout
+
+    try:
+        return runtime.request(request, timeout=_remaining(deadline))
+    except RequestTimeout as exc:
+        raise StepFailed(f"{exc}; the daemon goes on with it, and a new version it makes is applied here "
+                         "when it arrives", "timeout") from None
+    except ConnectionLost as exc:
+        raise StepFailed(f"the connection to the optimizer daemon was lost before it answered ({exc}); "
+                         "the program goes on with its current parameters", "connection_lost") from None
+    except DaemonError as exc:
+        raise StepFailed(f"the optimizer daemon refused the request: {exc}", exc.code) from None
 
 
 def _configured_llm() -> str | None:

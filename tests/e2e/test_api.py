@@ -243,3 +243,76 @@ def test_feedback_text_that_is_not_a_string_raises_type_error(loop, project):
     ''')
 
     assert lines_of(run) == ["TypeError | feedback text must be a str, got int"]
+
+
+def test_a_step_slower_than_its_timeout_raises_step_failed_and_its_version_arrives_later(loop, project):
+    def slow_polite_prompt(request):
+        reply = polite_prompt(request)
+        reply.delay = 3.0
+        return reply
+    loop.answer = slow_polite_prompt
+    run = run_program(loop, project, '''\
+        import time, tracer, app
+        out = app.greet("Ada")
+        tracer.feedback(out, "Greet politely: 'Hello ...!'")
+        try:
+            tracer.step(timeout=1)
+        except tracer.StepFailed as exc:
+            print(type(exc).__name__, exc.kind)
+        print("the program goes on:", app.greet("Bob"))
+        deadline = time.monotonic() + 30
+        while app.greet("Bob") == "hi Bob" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("later:", app.greet("Bob"))
+    ''')
+
+    assert lines_of(run) == ["StepFailed timeout", "the program goes on: hi Bob", "later: Hello Bob!"]
+
+
+def test_a_step_whose_daemon_dies_raises_step_failed_and_the_program_goes_on(loop, project):
+    def never_answers_in_time(request):
+        loop.kill_daemon()  # the daemon is waiting for this very answer
+        return Reply("TERMINATE")
+    loop.answer = never_answers_in_time
+    run = run_program(loop, project, '''\
+        import tracer, app
+        out = app.greet("Ada")
+        tracer.feedback(out, "Greet politely: 'Hello ...!'")
+        try:
+            tracer.step(timeout=30)
+        except tracer.StepFailed as exc:
+            print(type(exc).__name__, exc.kind)
+        print("the program goes on:", app.greet("Bob"))
+    ''', "--session", "dies", "--target", "app:greet", "--param", "app:PROMPT")
+
+    assert lines_of(run) == ["StepFailed connection_lost", "the program goes on: hi Bob"]
+
+
+def test_a_step_without_feedback_raises_step_failed_saying_to_give_feedback_first(loop, project):
+    run = run_program(loop, project, '''\
+        import tracer, app
+        app.greet("Ada")
+        try:
+            tracer.step(timeout=30)
+        except tracer.StepFailed as exc:
+            print(type(exc).__name__, "|", exc)
+    ''')
+
+    [failed] = lines_of(run)
+    assert failed.startswith("StepFailed | no feedback was given since the last step")
+    assert "tracer.feedback(value, text)" in failed
+    assert loop.llm.request_count == 0
+
+
+def test_rollback_with_no_earlier_version_raises_step_failed_with_the_reason(loop, project):
+    run = run_program(loop, project, '''\
+        import tracer, app
+        try:
+            tracer.rollback()
+        except tracer.StepFailed as exc:
+            print(type(exc).__name__, "|", exc)
+        print("the program goes on:", app.greet("Bob"))
+    ''')
+
+    assert lines_of(run) == ["StepFailed | rollback failed: session 'api' has no version to roll back from "
+                             "(it is at version 0)", "the program goes on: hi Bob"]
