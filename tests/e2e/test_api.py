@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.helpers import is_optoprime_prompt, optoprime_answer, optoprime_variables, write_files
 from tests.support.fake_llm import Reply
 
@@ -316,3 +318,44 @@ def test_rollback_with_no_earlier_version_raises_step_failed_with_the_reason(loo
 
     assert lines_of(run) == ["StepFailed | rollback failed: session 'api' has no version to roll back from "
                              "(it is at version 0)", "the program goes on: hi Bob"]
+
+
+def test_a_step_retried_after_an_unreadable_llm_answer_asks_the_llm_again(loop, project):
+    answers = iter([Reply("Make it polite, {not json"), Reply("Still {not json")])
+    loop.answer = lambda request: next(answers, None) or polite_prompt(request)
+    run = run_program(loop, project, '''\
+        import tracer, app
+        out = app.greet("Ada")
+        for attempt in (1, 2):
+            tracer.feedback(out, "Greet politely: 'Hello ...!'")
+            try:
+                print(attempt, tracer.step(timeout=60).version)
+            except tracer.StepFailed as exc:
+                print(attempt, type(exc).__name__)
+        print(app.greet("Bob"))
+    ''')
+
+    assert lines_of(run) == ["1 SuggestionRejected", "2 1", "Hello Bob!"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "optimizer_service/llm/client.py caches every completion (cache_put) before OptoPrime has read it, so an "
+    "unreadable answer is replayed from llm_cache to every later identical prompt, and the failure sticks"))
+def test_a_program_run_again_after_an_unreadable_llm_answer_asks_the_llm_again(loop, project):
+    answers = iter([Reply("Make it polite, {not json"), Reply("Still {not json")])
+    loop.answer = lambda request: next(answers, None) or polite_prompt(request)
+    body = '''\
+        import tracer, app
+        out = app.greet("Ada")
+        tracer.feedback(out, "Greet politely: 'Hello ...!'")
+        try:
+            print(tracer.step(timeout=60).version)
+        except tracer.StepFailed as exc:
+            print(type(exc).__name__)
+    '''
+    first = run_program(loop, project, body, "--session", "first", "--target", "app:greet", "--param", "app:PROMPT")
+    assert lines_of(first) == ["SuggestionRejected"]
+
+    again = run_program(loop, project, body, "--session", "again", "--target", "app:greet", "--param", "app:PROMPT")
+
+    assert lines_of(again) == ["1"]
