@@ -120,6 +120,36 @@ def test_a_running_process_survives_kill_9_of_the_daemon_and_receives_the_next_v
     assert worker.read_line(timeout=30) == "patched Hello worker!"
 
 
+# Gives feedback, then waits (connected) until the test lets it finish.
+FEEDBACK_GIVER = '''\
+import sys
+import tracer
+import greeting
+
+out = greeting.render("giver")
+tracer.feedback(out, "The greeting must end with '!'.")
+print("feedback given", flush=True)
+sys.stdin.readline()
+print("giver", greeting.render("giver"), flush=True)
+'''
+
+
+def test_one_step_optimises_the_feedback_every_process_of_the_session_gave(team, project):
+    write_files(project, {"giver.py": FEEDBACK_GIVER})
+    giver = team.spawn([TRACE_RUN, *MARKING, "giver.py"], project)
+    assert giver.read_line() == "feedback given"
+
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+    giver.send("go")
+
+    assert learner.returncode == 0, learner.stderr
+    [problem] = team.optoprime_requests()
+    feedback = problem.prompt_text.rsplit("#Feedback", 1)[1]
+    assert "The greeting must end with '!'." in feedback
+    assert "start with 'Hello'" in feedback
+    assert giver.read_line() == "giver Hello giver!"
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "
