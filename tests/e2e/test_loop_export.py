@@ -132,3 +132,64 @@ def test_export_run_in_the_project_directory_patches_the_project_itself(optimise
     assert applied.returncode == 0, export.stdout + applied.stderr
     plain = subprocess.run([sys.executable, "-c", PLAIN_USE], cwd=project, capture_output=True, text=True, timeout=60)
     assert json.loads(plain.stdout) == optimised_outputs
+
+
+CART = '''\
+class Cart:
+    label = "Total"
+
+    def __init__(self, prices):
+        self.prices = prices
+
+    def total(self):
+        """Sum with 10% tax."""
+        return sum(self.prices)
+
+    def show(self, amount):
+        return f"{self.label}: {amount}"
+'''
+
+CART_DRIVER = '''\
+import tracer
+import cart
+
+c = cart.Cart([10, 20])
+tracer.feedback(c.total(), "expected 33.0 (10% tax)")
+tracer.feedback(c.show(1), "say 'Total with tax'")
+tracer.step(timeout=60)
+print(c.show(c.total()))
+'''
+
+
+def method_and_label(request):
+    if not is_optoprime_prompt(request):
+        return optoprime_answer({})
+    suggestion = {}
+    for type_name, name, value in optoprime_variables(request.prompt_text):
+        if type_name == "code" and value.startswith("def total"):
+            # Methods come back unindented, as OptoPrime shows them.
+            suggestion[name] = 'def total(self):\n    """Sum with 10% tax."""\n    return round(sum(self.prices) * 1.1, 2)\n'
+        elif type_name == "str":
+            suggestion[name] = "Total with tax"
+    return optoprime_answer(suggestion)
+
+
+def test_export_of_a_method_and_a_class_attribute_applies_inside_the_class(loop, project, original_copy):
+    loop.answer = method_and_label
+    write_files(project, {"cart.py": CART, "driver.py": CART_DRIVER})
+    run = loop.trace_run(["--session", "cart", "--target", "cart:Cart.show", "--trainable", "cart:Cart.total",
+                          "--param", "cart:Cart.label", "driver.py"], project)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["Total with tax: 33.0"]
+    write_files(original_copy, {"cart.py": CART})
+    export = loop.daemon_cli("export", "cart", "--format", "diff", "--base-dir", str(project))
+    (original_copy.parent / "cart.diff").write_text(export.stdout)
+
+    applied = git(original_copy, "apply", str(original_copy.parent / "cart.diff"))
+
+    assert applied.returncode == 0, export.stdout + applied.stderr
+    assert '+        return round(sum(self.prices) * 1.1, 2)' in export.stdout
+    assert '+    label = "Total with tax"' in export.stdout
+    plain = subprocess.run([sys.executable, "-c", "import cart; c = cart.Cart([10, 20]); print(c.show(c.total()))"],
+                           cwd=original_copy, capture_output=True, text=True, timeout=60)
+    assert plain.stdout.splitlines() == ["Total with tax: 33.0"], plain.stderr
