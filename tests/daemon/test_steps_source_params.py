@@ -144,3 +144,12 @@ def test_source_functions_resolve_where_exactly(where, expected):
                  603: function_def(603, "bank", "Agent.wave")}
     definition = {"name": "p", "kind": "source", "where": where}
     assert SourceFunctions(functions).function_of(definition) == expected
+
+
+def test_malformed_definitions_match_no_function_instead_of_failing():
+    functions = {901: {"id": 901, "module": None, "qualname": "greet"},        # a FunctionDef without a module
+                 902: {"id": 902, "module": "app", "qualname": ["not", "a", "str"]}}
+    sources = SourceFunctions(functions)
+    assert sources.function_of({"name": "p", "kind": "source", "where": "None:greet"}) is None
+    assert sources.function_of({"name": "p", "kind": "source", "where": 42}) is None
+    assert sources.function_of({"name": 7, "kind": "source"}) is None
