@@ -131,6 +131,10 @@ class Resolver:
             return entry[0]
         return None
 
+    def node_for_exception(self, exc: BaseException) -> Optional[int]:
+        """The node of an exception that left a marked call in this episode (the outermost such call), or None."""
+        return self.node_for_value(exc)
+
     def release(self, episode: Any = None) -> None:
         """Forget every value of the current episode (memory returns to its level before)."""
         self._episode = _Episode()
@@ -240,6 +244,10 @@ class Resolver:
                 return
             events.append(["exc", op, _type_name(exc), _message(exc),
                            annotated_traceback(exc, tb, func_id), t])
+            # Like opto's ExceptionNode: the exception is the value the failed
+            # call produced, so feedback can be given on it (node_for_exception).
+            node = self._output_node(exc, events, func_id)
+            events.append(["ret", op, node, t])
         elif tag == "read" or tag == "readref":
             _, op, name, value = record
             if op not in self._episode.ops:

@@ -443,3 +443,29 @@ def test_events_of_a_call_from_an_earlier_episode_are_skipped_not_misattributed(
     events = resolver.convert(buffers.drain())
     assert not [e for e in events if e[0] == "ret"]
     assert resolver.skipped == 1
+
+
+def test_an_exception_leaving_a_marked_call_is_that_calls_output_and_can_get_feedback():
+    @bundle()
+    def inner(x):
+        raise ValueError(f"bad {x}")
+
+    @bundle()
+    def outer(x):
+        return inner(x)
+
+    def run():
+        try:
+            outer(1)
+        except ValueError as e:
+            return e
+
+    resolver = provenance.Resolver()
+    err, events = trace(run, resolver=resolver)
+    (out_call,) = call_events(events, "outer")
+    excs = [e for e in events if e[0] == "exc"]
+    assert [e[2] for e in excs] == ["ValueError", "ValueError"]
+    outer_node = ret_node(events, out_call[1])
+    assert resolver.node_for_exception(err) == outer_node
+    summary = next(e[2] for e in events if e[0] == "v" and e[1] == outer_node)
+    assert "bad 1" in summary["r"]
