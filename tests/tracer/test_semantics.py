@@ -61,3 +61,56 @@ def test_program_output_is_identical_when_every_function_is_instrumented(program
     assert stats["resolver_error"] is None
     assert stats["resolver_errors"] == 0, "records the resolver could not convert"
     assert stats["tags"].get("call", 0) > 0, "nothing was traced"
+
+
+def _sample_functions():
+    def loops(x):
+        y = x + 1
+        for i in range(2):
+            y += i
+        try:
+            if y > 100:
+                raise ValueError
+        except ValueError:
+            pass
+        return y
+
+    def gen(n):
+        for i in range(n):
+            yield i * 2
+
+    def raises(x):
+        z = x * 2
+        raise KeyError(z)
+
+    return [(loops, (1,)), (gen, (2,)), (raises, (3,))]
+
+
+def _settrace_events(fn, args):
+    names = {"loops", "gen", "raises"}
+    seen = []
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name in names:
+            seen.append((frame.f_code.co_name, event, frame.f_lineno - frame.f_code.co_firstlineno))
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        result = fn(*args)
+        if hasattr(result, "__next__"):
+            result = list(result)
+    except Exception as exc:
+        result = repr(exc)
+    finally:
+        sys.settrace(None)
+    return result, seen
+
+
+@pytest.mark.parametrize("granularity", ["call", "op"])
+def test_a_sys_settrace_tracer_sees_the_same_line_call_and_exception_events(granularity):
+    from tracer import marking
+
+    for (plain, args), (traced, _) in zip(_sample_functions(), _sample_functions()):
+        marking.instrument_function(traced, granularity=granularity)
+        assert _settrace_events(traced, args) == _settrace_events(plain, args)
