@@ -325,3 +325,33 @@ def test_code_run_with_its_own_builtins_still_reaches_the_hooks():
     exec("def f(x):\n    return x + 1\n", namespace)
     bundle()(namespace["f"])
     assert traced_names(namespace["f"], 1) == (2, ["f"])
+
+
+def _deeply_nested(levels: int):
+    indent = "    "
+    src = "def deep(x):\n"
+    for i in range(levels):
+        src += indent * (i + 1) + "try:\n"
+    src += indent * (levels + 1) + "raise ValueError(x)\n"
+    for i in range(levels, 0, -1):
+        src += indent * i + "except ValueError as e:\n" + indent * (i + 1) + ("x = 5\n" if i == levels else "pass\n")
+    src += indent + "return x\n"
+    namespace: dict = {}
+    exec(src, namespace)
+    return namespace["deep"]
+
+
+def test_code_with_no_room_for_another_block_runs_untraced_instead_of_aborting_python():
+    import warnings
+
+    deep = _deeply_nested(19)  # its handlers use all 20 of 3.10's per-frame blocks
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bundle()(deep)
+    assert deep(1) == 5
+    if sys.version_info < (3, 11):
+        assert not marking.is_instrumented(deep.__code__)
+        assert any("no room" in str(w.message) for w in caught)
+    else:  # exception tables: no block stack to overflow
+        assert marking.is_instrumented(deep.__code__)
+        assert traced_names(deep, 1) == (5, ["deep"])

@@ -26,7 +26,7 @@ from typing import Optional
 from bytecode import Bytecode, CompilerFlags, Instr, Label, TryBegin, TryEnd
 
 from tracer.rewrite import compat
-from tracer.rewrite.stack import depths_before
+from tracer.rewrite.stack import CO_MAXBLOCKS, depths_before, max_block_depth
 
 GENERATOR_FLAGS = (CompilerFlags.GENERATOR | CompilerFlags.COROUTINE
                    | CompilerFlags.ASYNC_GENERATOR | CompilerFlags.ITERABLE_COROUTINE)
@@ -129,6 +129,8 @@ class CallInstrumenter:
         items = compat.expand_return_const(list(bc))
         start = _entry_index(items)
         items = self.prepare(items, start, None)
+        if compat.HAS_BLOCK_STACK and max_block_depth(items, start) >= CO_MAXBLOCKS:
+            raise RewriteError(f"blocks nested {CO_MAXBLOCKS} deep: no room for the tracer's own block")
         depths = depths_before(items, start)
         self.depths = depths
         self.items = items

@@ -22,6 +22,7 @@ HAS_COPY = PY >= (3, 11)          # COPY/SWAP exist (3.10 has DUP_TOP / ROT_N)
 HAS_PRECALL = PY == (3, 11)       # PRECALL n must precede CALL n
 NULL_AFTER_CALLABLE = PY >= (3, 13)  # 3.13 stacks [callable, NULL, args]; 3.11/3.12 [NULL, callable, args]
 HAS_EXCEPTION_TABLE = PY >= (3, 11)
+HAS_BLOCK_STACK = not HAS_EXCEPTION_TABLE  # 3.10: SETUP_* blocks on a fixed-size per-frame stack
 # 3.10's YIELD_FROM suspends the frame with no instruction boundary to hook:
 # generators get a resume hook after it, and a frame-aware entry hook.
 YIELD_FROM_IS_OPAQUE = PY < (3, 11)

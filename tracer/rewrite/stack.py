@@ -69,3 +69,47 @@ def _walk(instrs: list, label_index: dict, depths: dict, work: list) -> None:
                 break
             depth += item.stack_effect(jump=False)
             i += 1
+
+
+_BLOCK_SETUPS = frozenset({"SETUP_FINALLY", "SETUP_WITH", "SETUP_ASYNC_WITH"})
+CO_MAXBLOCKS = 20  # CPython's fixed per-frame block stack (3.10): one more is a fatal error
+
+
+def max_block_depth(instrs: list, start: int = 0) -> int:
+    """3.10: the deepest the frame's block stack gets (try/with blocks and exception handlers).
+
+    The rewriter adds one block around the whole body; a frame that already
+    reaches `CO_MAXBLOCKS` would then overflow CPython's fixed block stack,
+    which aborts the interpreter, so such code must be left alone.
+    """
+    label_index = {item: i for i, item in enumerate(instrs) if isinstance(item, Label)}
+    seen: dict[int, int] = {}
+    deepest = 0
+    work = [(start, 0)]
+    n = len(instrs)
+    while work:
+        i, depth = work.pop()
+        while i < n:
+            if seen.get(i, -1) >= depth:
+                break
+            seen[i] = depth
+            deepest = max(deepest, depth)
+            item = instrs[i]
+            if not isinstance(item, Instr):
+                i += 1
+                continue
+            name = item.name
+            if name in _BLOCK_SETUPS:
+                # the handler runs with an EXCEPT_HANDLER block in place of this one
+                work.append((label_index[item.arg], depth + 1))
+                depth += 1
+            elif name in ("POP_BLOCK", "POP_EXCEPT"):
+                depth = max(0, depth - 1)
+            elif item.has_jump():
+                work.append((label_index[item.arg], depth))
+                if item.is_uncond_jump():
+                    break
+            elif item.is_final():
+                break
+            i += 1
+    return deepest
