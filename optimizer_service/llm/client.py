@@ -56,8 +56,13 @@ class LLMClient:
         return self.store.session_totals(session)
 
     def complete(self, messages: Messages, *, session: str = "default", step: int | None = None,
-                 options: Mapping[str, Any] | None = None) -> LLMCall:
+                 options: Mapping[str, Any] | None = None,
+                 accept: Callable[[str], bool] | None = None) -> LLMCall:
         """Answer `messages` (OpenAI-style role/content dicts) and record the call.
+
+        `accept(text)` says whether an answer is usable (e.g. parses): only
+        usable answers are cached, and a cached answer it refuses counts as a
+        miss, so a retried step never replays an unreadable answer.
 
         Raises BudgetExhausted before calling a provider when the session's
         max_llm_calls or max_cost is reached; LLMAuthError / LLMModelNotFound /
@@ -72,6 +77,8 @@ class LLMClient:
         if config.cache in ("use", "replay"):
             started = time.perf_counter()
             hit = self.store.cache_get(key)
+            if hit is not None and accept is not None and not _accepts(accept, hit.text):
+                hit = None
             if hit is not None:
                 latency = time.perf_counter() - started
                 self.store.record_call(session=session, step=step, provider=config.provider, model=config.model,
@@ -106,7 +113,7 @@ class LLMClient:
                                prompt_tokens=completion.prompt_tokens,
                                completion_tokens=completion.completion_tokens, latency_s=latency,
                                cost_usd=cost, cached=False, attempts=outcome.attempts)
-        if config.cache in ("use", "refresh"):
+        if config.cache in ("use", "refresh") and (accept is None or _accepts(accept, completion.text)):
             self.store.cache_put(key, config.provider, config.model, messages, completion.text,
                                  completion.prompt_tokens, completion.completion_tokens)
         return LLMCall(provider=config.provider, model=config.model, prompt_tokens=completion.prompt_tokens,
@@ -133,3 +140,10 @@ class LLMClient:
             if provider is None:
                 provider = self._providers[ident] = make_provider(config)
             return provider
+
+
+def _accepts(accept: Callable[[str], bool], text: str) -> bool:
+    try:
+        return bool(accept(text))
+    except Exception:  # a checker that fails on odd text means "not usable"
+        return False
