@@ -451,7 +451,10 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
             _restore_parent(tok)
             buf = tok[3][0]
             if buf is not None:
-                ref = (_keep(value),)
+                # The returned object itself, not a clipped copy: feedback is
+                # usually given on it (node_for_value needs the object). Holding
+                # it costs a caller's `s += x` loop at most one copy.
+                ref = (value,)
                 buf.append(("retref", tok[0], ref, perf_counter_ns()))
                 parent = tok[1]
                 if parent is not None and parent[2] is not None:

@@ -469,3 +469,18 @@ def test_an_exception_leaving_a_marked_call_is_that_calls_output_and_can_get_fee
     assert resolver.node_for_exception(err) == outer_node
     summary = next(e[2] for e in events if e[0] == "v" and e[1] == outer_node)
     assert "bad 1" in summary["r"]
+
+
+def test_op_mode_feedback_on_a_long_returned_string_finds_the_call_that_returned_it():
+    @bundle(granularity="op")
+    def long_text(n):
+        text = ""
+        for i in range(n):
+            text += "word "
+        return text
+
+    resolver = provenance.Resolver()
+    text, events = trace(long_text, 200, resolver=resolver)
+    assert len(text) == 1000
+    (call,) = call_events(events, "long_text")
+    assert resolver.node_for_value(text) == ret_node(events, call[1])
