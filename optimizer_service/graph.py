@@ -61,6 +61,13 @@ class GraphBuilder:
         # Built once per id and shared by every node that refers to it.
         self._undefined_functions: dict[Any, dict[str, Any]] = {}
         self._op_sites: dict[tuple, dict[str, Any]] = {}
+        # One key tuple per node, shared by the node and every edge that
+        # touches it (client -> id -> key): far fewer tuples in a big graph,
+        # and lookups find the key by identity. Set per client by add_events.
+        self._value_keys_by_client: dict[int, dict[int, tuple]] = {}
+        self._op_keys_by_client: dict[int, dict[int, tuple]] = {}
+        self._value_keys: dict[int, tuple] = {}
+        self._op_keys: dict[int, tuple] = {}
         self._nodes, self._succ, self._pred = self.graph._node, self.graph._succ, self.graph._pred
         self._handlers = {
             "v": self._value, "param": self._param, "call": self._call, "read": self._read,
@@ -74,6 +81,8 @@ class GraphBuilder:
 
     def _add_events(self, client: int, episode: int, events: Iterable[list]) -> None:
         handlers = self._handlers
+        self._value_keys = self._value_keys_by_client.setdefault(client, {})
+        self._op_keys = self._op_keys_by_client.setdefault(client, {})
         for index, event in enumerate(events):
             try:
                 handler = handlers[event[0]]
@@ -98,25 +107,29 @@ class GraphBuilder:
 
     def _value_node(self, client: int, node: int) -> tuple:
         """The key of value node `node`, created bare if it has no "v" event (yet)."""
-        if type(node) is not int:
+        if type(node) is not int:       # before the lookup: True would find node 1
             raise TypeError(f"expected an int id, got {type(node).__name__}")
-        key = ("v", client, node)
-        if key not in self._nodes:
-            # Referenced before (or without) its "v" event: keep the edge, no summary.
-            self._nodes[key] = {"kind": "value", "summary": None, "param": None, "producer": None}
-            self._succ[key] = {}
-            self._pred[key] = {}
+        key = self._value_keys.get(node)
+        if key is None:
+            key = self._value_keys[node] = ("v", client, node)
+            if key not in self._nodes:
+                # Referenced before (or without) its "v" event: keep the edge, no summary.
+                self._nodes[key] = {"kind": "value", "summary": None, "param": None, "producer": None}
+                self._succ[key] = {}
+                self._pred[key] = {}
         return key
 
     def _op_node(self, client: int, op: int) -> tuple:
         """The key of op node `op`, created if it is not there yet."""
         if type(op) is not int:
             raise TypeError(f"expected an int id, got {type(op).__name__}")
-        key = ("op", client, op)
-        if key not in self._nodes:
-            self._nodes[key] = {"kind": "call", "func": None, "parent": None, "error": None}
-            self._succ[key] = {}
-            self._pred[key] = {}
+        key = self._op_keys.get(op)
+        if key is None:
+            key = self._op_keys[op] = ("op", client, op)
+            if key not in self._nodes:
+                self._nodes[key] = {"kind": "call", "func": None, "parent": None, "error": None}
+                self._succ[key] = {}
+                self._pred[key] = {}
         return key
 
     def _function(self, func: Any) -> dict:
