@@ -92,10 +92,6 @@ def calc(loop, project):
 EXPECTED_UNTIL_ROLLBACK = ["original 1250.0", "step 1", "raised ValueError"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "exception feedback is not supported yet: tracer/provenance.py Resolver has no node_for_exception "
-    "(tracer/api.py _node_of asks for it), so tracer.feedback(exc) on an exception raised by a marked "
-    "function raises UnknownValue"))
 def test_the_exception_raised_by_patched_code_is_feedback_the_optimizer_reads(calc, project):
     run = calc.trace_run([*MARKING, "driver.py", "step"], project)
 
