@@ -420,12 +420,16 @@ def _feedback_text(problem: StepInput, values: dict[Any, ValueEntry]) -> str:
 def _anchor_distances(ops: list[OpEntry]) -> list[int]:
     """Per op, the fewest data-flow hops (through values, either direction) to an anchor op."""
     producers: dict[Any, list[int]] = {}
-    consumers: dict[Any, list[int]] = {}
     for index, op in enumerate(ops):
         for key in op.outputs:
             producers.setdefault(key, []).append(index)
+    # Two ops are neighbours when one produced a value the other used.
+    neighbours: list[list[int]] = [[] for _ in ops]
+    for index, op in enumerate(ops):
         for key in op.inputs:
-            consumers.setdefault(key, []).append(index)
+            for producer in producers.get(key, ()):
+                neighbours[index].append(producer)
+                neighbours[producer].append(index)
     unreached = len(ops) + 1
     distance = [unreached] * len(ops)
     queue: deque[int] = deque()
@@ -435,11 +439,9 @@ def _anchor_distances(ops: list[OpEntry]) -> list[int]:
             queue.append(index)
     while queue:
         index = queue.popleft()
-        op = ops[index]
-        neighbours = [n for key in op.outputs for n in consumers.get(key, ())]
-        neighbours += [n for key in op.inputs for n in producers.get(key, ())]
-        for other in neighbours:
-            if distance[other] > distance[index] + 1:
-                distance[other] = distance[index] + 1
+        further = distance[index] + 1
+        for other in neighbours[index]:
+            if distance[other] > further:
+                distance[other] = further
                 queue.append(other)
     return distance
