@@ -26,7 +26,7 @@ def parse_price(text):
     return float(text.split()[0].replace(",", "."))
 '''
 
-# `driver.py MODE`: once the raising version is live, MODE "step" feeds the exception back and
+# `driver.py MODE`: once the raising version is live and its exception was fed back, MODE "step"
 # asks for another step, "cli" waits for the test to run `trace-daemon rollback`, "api" calls
 # tracer.rollback().
 DRIVER = '''\
@@ -43,10 +43,9 @@ try:
     calc.parse_price("12,50 EUR")
 except ValueError as exc:
     print("raised", type(exc).__name__, flush=True)
-    error = exc
-if mode == "step":
-    tracer.feedback(error, "parse_price raised on '12,50 EUR'; it must accept the currency suffix.")
+    tracer.feedback(exc, "parse_price raised on '12,50 EUR'; it must accept the currency suffix.")
     print("feedback on the exception accepted", flush=True)
+if mode == "step":
     print("step", tracer.step(timeout=60).version, flush=True)
 elif mode == "api":
     print("rollback", tracer.rollback().version, flush=True)
@@ -89,15 +88,14 @@ def calc(loop, project):
     return loop
 
 
-EXPECTED_UNTIL_ROLLBACK = ["original 1250.0", "step 1", "raised ValueError"]
+EXPECTED_UNTIL_ROLLBACK = ["original 1250.0", "step 1", "raised ValueError", "feedback on the exception accepted"]
 
 
 def test_the_exception_raised_by_patched_code_is_feedback_the_optimizer_reads(calc, project):
     run = calc.trace_run([*MARKING, "driver.py", "step"], project)
 
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == [*EXPECTED_UNTIL_ROLLBACK, "feedback on the exception accepted",
-                                      "step 2", "now 12.5"]
+    assert run.stdout.splitlines() == [*EXPECTED_UNTIL_ROLLBACK, "step 2", "now 12.5"]
     second = calc.answer.prompts[1]
     feedback = second.rsplit("#Feedback", 1)[1]
     assert "it must accept the currency suffix" in feedback
