@@ -150,6 +150,24 @@ def test_one_step_optimises_the_feedback_every_process_of_the_session_gave(team,
     assert giver.read_line() == "giver Hello giver!"
 
 
+def test_feedback_of_a_process_that_has_exited_is_optimised_by_the_next_step_of_the_session(team, project):
+    write_files(project, {
+        "give_and_exit.py": "import tracer, greeting\n"
+                            "tracer.feedback(greeting.render('gone'), \"Start with 'Hello' and end with '!'.\")\n",
+        "step_only.py": "import tracer, greeting\nprint(tracer.step(timeout=60).version, greeting.render('here'))\n",
+    })
+    gone = team.trace_run([*MARKING, "give_and_exit.py"], project)
+    assert gone.returncode == 0, gone.stderr
+
+    stepper = team.trace_run([*MARKING, "step_only.py"], project)
+
+    assert stepper.returncode == 0, stepper.stderr
+    assert stepper.stdout.splitlines() == ["1 Hello here!"]
+    [problem] = team.optoprime_requests()
+    inputs = problem.prompt_text.rsplit("#Inputs", 1)[1].split("#Others", 1)[0]
+    assert "(str) name='gone'" in inputs, inputs  # the exited process's call is what is optimised
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "
