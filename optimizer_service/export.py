@@ -203,6 +203,11 @@ def render_diff(params: Iterable[ExportParam], *, base_dir: str | os.PathLike | 
         changed, dropped = _apply_edits(original, edits[path])
         skipped.extend(dropped)
         rel = path.relative_to(root).as_posix()
+        if changed == original:
+            # A file that already holds the exported values (the diff was applied
+            # before) must not get a header without hunks: git apply rejects that.
+            skipped.append(f"# not in the diff: {rel} already holds the exported values")
+            continue
         chunks.append(_unified(original, changed, rel))
     header = "\n".join(skipped) + "\n" if skipped else ""
     return header + "".join(chunks)

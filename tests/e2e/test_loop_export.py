@@ -193,3 +193,17 @@ def test_export_of_a_method_and_a_class_attribute_applies_inside_the_class(loop,
     plain = subprocess.run([sys.executable, "-c", "import cart; c = cart.Cart([10, 20]); print(c.show(c.total()))"],
                            cwd=original_copy, capture_output=True, text=True, timeout=60)
     assert plain.stdout.splitlines() == ["Total with tax: 33.0"], plain.stderr
+
+
+def test_exporting_again_after_the_diff_was_applied_changes_nothing_more(optimised, project):
+    loop, _ = optimised
+    assert git(project, "init", "-q").returncode == 0
+    first = loop.daemon_cli("export", "shop", "--format", "diff", cwd=project)
+    (project / "opt.patch").write_text(first.stdout)
+    assert git(project, "apply", "opt.patch").returncode == 0
+
+    again = loop.daemon_cli("export", "shop", "--format", "diff", cwd=project)
+
+    assert again.returncode == 0, again.stderr
+    assert "diff --git" not in again.stdout
+    assert "# not in the diff: shop.py already holds the exported values" in again.stdout
