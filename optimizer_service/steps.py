@@ -127,6 +127,10 @@ def _param_state(name: str, definition: dict[str, Any], value: Any, func_id: int
         if fdef:
             state.signature = fdef.get("signature")
             state.freevars = list(fdef.get("freevars") or [])
+        else:
+            # The optimizer still sees the source, but cannot tell which calls run it.
+            log.warning("source parameter %r names function %r, of which the session has no (or more than one) "
+                        "FunctionDef", name, definition.get("where") or name)
     return state
 
 

@@ -122,13 +122,15 @@ def test_a_script_run_as_main_is_matched_although_its_parameter_is_named_after_t
     assert problem.params["agent.Agent.greet"].func_id == 701
 
 
-def test_a_source_parameter_whose_function_was_never_defined_has_no_function_id(store):
+def test_a_source_parameter_whose_function_was_never_defined_has_no_function_id(store, caplog):
     # The FunctionDef never reached the daemon: the parameter is still offered
-    # (no other parameter is in the graph), without a function to attach it to.
+    # (no other parameter is in the graph), without a function to attach it
+    # to, and the daemon's log says why.
     problem = step_input(store, [function_def(801, "app", "other")],
                          [source_param("app.lost", "app", "lost")], calls_of(801))
     state = problem.params["app.lost"]
     assert (state.func_id, state.signature) == (None, None)
+    assert "source parameter 'app.lost' names function 'app:lost'" in caplog.text
 
 
 @pytest.mark.parametrize("where, expected", [
