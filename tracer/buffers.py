@@ -142,7 +142,7 @@ def overflow(buffer: list) -> None:
     """Called by hooks when `buffer` is over the limit. Never raises."""
     try:
         _overflow(buffer)
-    except BaseException:
+    except Exception:
         _drop_and_count(buffer)
     if len(buffer) > _limit:
         # The handler did not make room: drop rather than grow without bound.

@@ -5,7 +5,9 @@ Rewritten code reaches these through module globals named `@trace_<name>`
 objects stay marshallable. Every hook appends at most one tuple to the
 calling thread's buffer (`tracer.buffers`) and returns; none of them
 summarises a value, calls a user dunder or raises (internal errors are
-counted in `errors()`).
+counted in `errors()`). Only KeyboardInterrupt and SystemExit, which a
+signal handler may raise at any instruction, are let through: swallowing
+them would make Ctrl-C stop working.
 
 Per-frame state is a *token* created by `enter` and kept at the bottom of
 the instrumented frame's value stack (invisible to `locals()` and to the
@@ -173,7 +175,7 @@ def enter(func_id: int, *args: Any) -> Optional[list]:
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
-    except BaseException:
+    except Exception:
         _count_error()
         return None
 
@@ -189,7 +191,7 @@ def gen_enter(func_id: int, *args: Any) -> Optional[list]:
     if tok is not None:
         try:
             tok.append(sys._getframe(1))
-        except BaseException:
+        except Exception:
             _count_error()
     return tok
 
@@ -209,7 +211,7 @@ def leave(tok: Optional[list], value: Any) -> Any:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
                 if len(buf) > buffers._limit:
                     buffers.overflow(buf)
-        except BaseException:
+        except Exception:
             _count_error()
     return value
 
@@ -223,7 +225,7 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
                 buf = tok[3][0]
                 if buf is not None:
                     buf.append(("ret", tok[0], value, perf_counter_ns()))
-        except BaseException:
+        except Exception:
             _count_error()
     return value
 
@@ -241,7 +243,7 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
         buf = tok[3][0]
         if buf is not None:
             buf.append(("exc", tok[0], exc, exc.__traceback__, perf_counter_ns()))
-    except BaseException:
+    except Exception:
         _count_error()
 
 
@@ -255,7 +257,7 @@ def suspend(tok: Optional[list], value: Any) -> Any:
                 buf.append(("ret", tok[0], value, perf_counter_ns()))
                 if len(buf) > buffers._limit:
                     buffers.overflow(buf)
-        except BaseException:
+        except Exception:
             _count_error()
     return value
 
@@ -265,7 +267,7 @@ def pause(tok: Optional[list], value: Any) -> Any:
     if tok is not None:
         try:
             _restore_parent(tok)
-        except BaseException:
+        except Exception:
             _count_error()
     return value
 
@@ -281,7 +283,7 @@ def resume(tok: Optional[list]) -> None:
             tok[3] = ts
             tok[1] = current
             _set_current(ts, tok)
-        except BaseException:
+        except Exception:
             _count_error()
 
 
@@ -315,7 +317,7 @@ def read(tok: Optional[list], value: Any, key: Any) -> Any:
         buf = tok[3][0]
         if buf is not None:
             buf.append(("read", tok[0], rec.name, value))
-    except BaseException:
+    except Exception:
         _count_error()
     return value
 
@@ -439,7 +441,7 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
-    except BaseException:
+    except Exception:
         _count_error()
         return None
 
@@ -460,7 +462,7 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
                 if parent is not None and parent[2] is not None:
                     parent[2].last_ret = ref
                     parent[2].last_ret_value = value
-        except BaseException:
+        except Exception:
             _count_error()
     return value
 
@@ -480,7 +482,7 @@ def op_nested_enter() -> Optional[list]:
         if parent is None or ts[0] is None:
             return None
         return [parent[0], None, FrameState(), ts]
-    except BaseException:
+    except Exception:
         _count_error()
         return None
 
@@ -537,7 +539,7 @@ def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -
             buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
             if len(buf) > buffers._limit:
                 buffers.overflow(buf)
-    except BaseException:
+    except Exception:
         _count_error()
     return result
 
@@ -557,7 +559,7 @@ def op_attr(tok: Optional[list], site: int, spec: tuple, opname: str, *values: A
                         if out is not None and buf is not None:
                             buf.append(("readref", tok[0], rec.name, out))
                         break
-        except BaseException:
+        except Exception:
             _count_error()
     return result
 
@@ -577,7 +579,7 @@ def op_result(tok: Optional[list], value: Any, site: int, spec: tuple, opname: s
         state = tok[2]
         inputs = [_resolve(state, entry, None, False) for entry in spec]
         _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
-    except BaseException:
+    except Exception:
         _count_error()
     return value
 
@@ -596,7 +598,7 @@ def op_capture(tok: Optional[list], site: int, spec: Optional[tuple], *values: A
                 state.last_capture = (spec, values)
             state.last_ret = None
             state.last_ret_value = None
-        except BaseException:
+        except Exception:
             _count_error()
 
 
@@ -648,7 +650,7 @@ def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str
         else:
             inputs = [_resolve(state, entry, args[i], True) for i, entry in enumerate(spec)]
         _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
-    except BaseException:
+    except Exception:
         _count_error()
     return value
 
@@ -674,7 +676,7 @@ def op_stored(tok: Optional[list], value: Any, site: int, spec: tuple, opname: s
         out = _record_op(tok, state, site, opname, inputs, value)
         if name is not None:
             state.locals[name] = out
-    except BaseException:
+    except Exception:
         _count_error()
 
 
@@ -694,7 +696,7 @@ def op_store(tok: Optional[list], value: Any, name: str, source: tuple) -> None:
         if ref is None or (ref[0] is not value and not _same(ref, value)):
             ref = (_keep(value),)
         state.locals[name] = ref
-    except BaseException:
+    except Exception:
         _count_error()
 
 
@@ -713,7 +715,7 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
                 buf = tok[3][0]
                 if buf is not None:
                     buf.append(("readref", tok[0], rec.name, ref))
-    except BaseException:
+    except Exception:
         _count_error()
     return value
 

@@ -146,3 +146,13 @@ def test_hooks_suppressed_is_the_same_switch():
     with hooks.suppressed():
         traced(1)
     assert all(not chunk for _, chunk in buffers.drain())
+
+
+def test_ctrl_c_arriving_inside_a_hook_still_stops_the_program():
+    def interrupted(buf):
+        raise KeyboardInterrupt  # as a SIGINT handler would, at any instruction
+
+    buffers.set_limit(1)
+    buffers.set_overflow_handler(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        traced(1)
