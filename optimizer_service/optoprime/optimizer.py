@@ -83,8 +83,9 @@ class OptoPrime:
         return self._output(rendered, calls, parsed, accepted, rejected)
 
     def _complete(self, messages: list[dict[str, Any]], problem: StepInput, calls: list[LLMCall]) -> LLMCall:
+        # Only answers that parse are cached: a retried step must not replay an unreadable one.
         call = self.llm.complete(messages, session=problem.session, step=problem.step_index,
-                                 options=_llm_options(problem.options))
+                                 options=_llm_options(problem.options), accept=_readable)
         calls.append(call)
         return call
 
@@ -103,6 +104,15 @@ class OptoPrime:
 
 
 _OPTIMIZER_ONLY_OPTIONS = ("token_budget", "memory_size")
+
+
+def _readable(text: str) -> bool:
+    """Whether `text` is an answer OptoPrime can read (a suggestion or TERMINATE)."""
+    try:
+        parse_answer(text)
+    except AnswerUnreadable:
+        return False
+    return True
 
 
 def _llm_options(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -93,6 +93,16 @@ def test_a_repeated_step_is_answered_from_the_cache_without_http(fake_llm, make_
     assert second.llm_calls[0].cached
 
 
+def test_an_unreadable_answer_is_not_replayed_from_the_cache_when_the_step_is_retried(fake_llm, make_client):
+    fake_llm.add_replies(Reply("no idea"), Reply("still no idea"), Reply(answer({"x": 25})))
+    _, problem = numeric_example()
+    optimizer = OptoPrime(make_client())
+    assert UNREADABLE_ANSWER in optimizer.step(problem).rejected
+    retried = optimizer.step(problem)
+    assert retried.suggestion == {"app:x": 25.0}
+    assert not retried.llm_calls[0].cached and fake_llm.request_count == 3
+
+
 def test_the_cache_can_be_switched_off_for_one_step(fake_llm, make_client):
     fake_llm.add_replies(Reply(answer({"x": 25})), Reply(answer({"x": 26})))
     _, problem = numeric_example()
