@@ -225,6 +225,8 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
                 buf = tok[3][0]
                 if buf is not None:
                     buf.append(("ret", tok[0], value, perf_counter_ns()))
+                    if len(buf) > buffers._limit:
+                        buffers.overflow(buf)
         except Exception:
             _count_error()
     return value
@@ -243,6 +245,8 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
         buf = tok[3][0]
         if buf is not None:
             buf.append(("exc", tok[0], exc, exc.__traceback__, perf_counter_ns()))
+            if len(buf) > buffers._limit:
+                buffers.overflow(buf)
     except Exception:
         _count_error()
 

@@ -215,9 +215,10 @@ class CallInstrumenter:
                     # region's lowest depth for its handler, so close the region first.
                     out.append(TryEnd(active))
                     active = None
-                out += compat.call_hook_on_top(leave_hook, 2, loc)
                 if not compat.HAS_EXCEPTION_TABLE:
+                    # likewise on 3.10: leave our block before the hook consumes the token
                     out.append(Instr("POP_BLOCK", location=loc))
+                out += compat.call_hook_on_top(leave_hook, 2, loc)
                 out.append(item)
                 continue
             if name == "YIELD_VALUE":

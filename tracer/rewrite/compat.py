@@ -241,10 +241,10 @@ def exception_handler(hook: str, loc=None) -> list[Instr]:
         seq += call(2, loc)
         seq += [_i("POP_TOP", None, loc), _i("RERAISE", 1, loc)]
         return seq
-    seq = token_to_top(6, loc)                      # [o, o, o, tb, v, ty, t]
-    seq += [_i("DUP_TOP", None, loc), load_global_plain(hook, loc), _i("ROT_TWO", None, loc),
-            _i("CALL_FUNCTION", 1, loc), _i("POP_TOP", None, loc)]
-    seq += token_back(6, loc)
+    # The token stays at the bottom while the hook runs (a copy is passed):
+    # if the hook call itself raises (KeyboardInterrupt, RecursionError), the
+    # EXCEPT_HANDLER unwinding finds the saved exception triple where it put it.
+    seq = call_hook_with_token(hook, 7, 0, loc, keep_result=False)
     seq.append(_i("RERAISE", 0, loc))
     return seq
 
