@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.e2e.helpers import is_optoprime_prompt, optoprime_answer, optoprime_variables, write_files
 from tests.support.fake_llm import Reply
@@ -338,9 +337,6 @@ def test_a_step_retried_after_an_unreadable_llm_answer_asks_the_llm_again(loop, 
     assert lines_of(run) == ["1 SuggestionRejected", "2 1", "Hello Bob!"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "optimizer_service/llm/client.py caches every completion (cache_put) before OptoPrime has read it, so an "
-    "unreadable answer is replayed from llm_cache to every later identical prompt, and the failure sticks"))
 def test_a_program_run_again_after_an_unreadable_llm_answer_asks_the_llm_again(loop, project):
     answers = iter([Reply("Make it polite, {not json"), Reply("Still {not json")])
     loop.answer = lambda request: next(answers, None) or polite_prompt(request)
