@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-
 from tests.e2e.helpers import is_optoprime_prompt, optoprime_answer, optoprime_variables, write_files
 from tests.support.fake_llm import Reply
 
