@@ -181,3 +181,29 @@ def test_a_late_process_uses_the_learned_parameter_even_in_its_modules_import_ti
 
     assert late.returncode == 0, late.stderr
     assert late.stdout.splitlines() == ["banner Hello everyone!"]
+
+
+# The same module marked in code: the parameter is declared where it is assigned.
+GREETING_IN_CODE = '''\
+import tracer
+
+TEMPLATE = tracer.param("hi {name}", name="template")
+BANNER = TEMPLATE.format(name="everyone")
+
+
+@tracer.bundle()
+def render(name):
+    return TEMPLATE.format(name=name)
+'''
+
+
+def test_a_late_process_declaring_the_parameter_in_code_uses_the_learned_value_at_import_time(team, project):
+    write_files(project, {"greeting.py": GREETING_IN_CODE, "banner.py": BANNER_READER})
+    learner = team.trace_run(["--session", "team", "learner.py"], project)
+    assert learner.returncode == 0, learner.stderr
+    assert learner.stdout.splitlines()[-1] == "learner Hello learner!"
+
+    late = team.trace_run(["--session", "team", "banner.py"], project)
+
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.splitlines() == ["banner Hello everyone!"]
