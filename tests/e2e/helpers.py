@@ -127,6 +127,7 @@ class LoopEnv:
         return self.root / "state"
 
     def environ(self, **extra: str) -> dict[str, str]:
+        """The environment of every command: this env's daemon and LLM, nothing of the developer's."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_PREFIXES)}
         env.update(TRACE_DAEMON_SOCKET=str(self.socket), TRACE_STATE_DIR=str(self.state_dir),
                    PYTHONUNBUFFERED="1")
