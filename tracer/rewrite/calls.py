@@ -23,14 +23,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from bytecode import Bytecode, CompilerFlags, Instr, Label, TryBegin, TryEnd
+from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from tracer.rewrite import compat
 from tracer.rewrite.stack import CO_MAXBLOCKS, depths_before, max_block_depth
-
-GENERATOR_FLAGS = (CompilerFlags.GENERATOR | CompilerFlags.COROUTINE
-                   | CompilerFlags.ASYNC_GENERATOR | CompilerFlags.ITERABLE_COROUTINE)
-
 
 class RewriteError(Exception):
     """A code object could not be instrumented; it is left as it was."""
@@ -158,13 +154,15 @@ class CallInstrumenter:
 
         if theirs is not None:
             shift(theirs)
-            # Close it while the token is pushed: a region's handler depth is the
-            # lowest depth inside it, which must include the token.
+            # Close it while the token is being pushed: its (shifted) depth
+            # counts the token, which is not on the stack yet.
             out.append(TryEnd(theirs))
         out += self.entry_call(entry_loc)
         if compat.HAS_EXCEPTION_TABLE:
-            # Pin our handler's depth to 1 (the token alone): our regions may
-            # otherwise cover only code that runs deeper (their handlers' code).
+            # Our handler runs with the token alone below lasti and the exception
+            # (depth 1). The anchor region makes that the handler's entry depth for
+            # the stack-size computation too, even when all our other regions only
+            # cover code that runs deeper (the function's own handlers).
             anchor = TryBegin(handler, True, 1)
             out += [anchor, Instr("NOP", location=entry_loc), TryEnd(anchor)]
         else:
