@@ -240,14 +240,23 @@ def _short(event: Any) -> str:
 
 
 def feedback_subgraph(graph: nx.DiGraph, targets: Iterable[tuple], *, in_place: bool = False) -> nx.DiGraph:
-    """The targets and all their ancestors, with the same attributes.
+    """The targets, all their ancestors, and the marked calls made inside included calls.
 
-    One reverse traversal shared by all targets: every node and edge is
-    visited at most once, so the cost is linear in the size of the graph.
-    Targets missing from `graph` are ignored. With ``in_place=True`` the
-    other nodes are removed from `graph` itself and it is returned: no copy,
-    the cost is only that of the nodes removed (a step builds its graph for
-    this cut alone, so it uses this).
+    A call traced at `call` granularity is one operator: its result depends
+    on everything that ran inside it, including marked calls whose values
+    never surface as edges (a method that returns what a nested trainable
+    method built). So the marked calls made inside an included call, with
+    their outputs and ancestors, are included too: that is how a trainable
+    function called from a marked function reaches the optimizer. A call
+    whose inside was traced operation by operation (`op` granularity) has
+    exact value edges already and pulls in nothing more.
+
+    One traversal shared by all targets: every node and edge is visited at
+    most once, so the cost is linear in the size of the graph. Targets
+    missing from `graph` are ignored. With ``in_place=True`` the other nodes
+    are removed from `graph` itself and it is returned: no copy, the cost is
+    only that of the nodes removed (a step builds its graph for this cut
+    alone, so it uses this).
     """
     with gc_paused():
         seen = _ancestors_of(graph, targets)
@@ -259,9 +268,10 @@ def feedback_subgraph(graph: nx.DiGraph, targets: Iterable[tuple], *, in_place: 
 
 
 def _ancestors_of(graph: nx.DiGraph, targets: Iterable[tuple]) -> set:
-    # graph._pred is networkx's own predecessor dict: reading it directly
-    # avoids building a view object per node (3x faster on long chains).
-    pred = graph._pred
+    # graph._pred / _succ / _node are networkx's own dicts: reading them
+    # directly avoids building a view object per node (3x faster on long chains).
+    pred, succ, attrs = graph._pred, graph._succ, graph._node
+    nested: dict | None = None  # built on the first included call
     seen: set = set()
     stack = []
     for target in targets:
@@ -269,11 +279,39 @@ def _ancestors_of(graph: nx.DiGraph, targets: Iterable[tuple]) -> set:
             seen.add(target)
             stack.append(target)
     while stack:
-        for parent in pred[stack.pop()]:
+        node = stack.pop()
+        for parent in pred[node]:
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
+        if attrs[node].get("kind") != "call":
+            continue
+        if nested is None:
+            nested = _nested_calls(graph)
+        for child in nested.get(node, ()):
+            for member in (child, *succ[child]):  # the nested call and its outputs
+                if member not in seen:
+                    seen.add(member)
+                    stack.append(member)
     return seen
+
+
+def _nested_calls(graph: nx.DiGraph) -> dict:
+    """call key -> the marked calls made directly inside it, for calls with no traced operations inside."""
+    calls: dict = {}
+    has_ops: set = set()
+    for key, node in graph._node.items():
+        parent = node.get("parent")
+        if parent is None:
+            continue
+        kind = node.get("kind")
+        if kind == "call":
+            calls.setdefault(parent, []).append(key)
+        elif kind == "op":
+            has_ops.add(parent)
+    for parent in has_ops:
+        calls.pop(parent, None)
+    return calls
 
 
 def _copy_of(graph: nx.DiGraph, seen: set) -> nx.DiGraph:

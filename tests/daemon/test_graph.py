@@ -139,3 +139,42 @@ def test_events_with_extra_trailing_fields_from_a_newer_minor_version_are_accept
 def test_bad_event_message_names_the_field_at_fault():
     builder = build([["call", 5, 7, "parent?", [], 1, 0]])
     assert "call.parent_op" in builder.report.problems[0]
+
+
+def _nested_agent_events():
+    # agent(q) is marked at call granularity; inside it, the trainable
+    # decide(r) and greet(lang, name) run. greet's result is what agent
+    # returns, but (like a None passed between them) it surfaces as no edge.
+    return [
+        ["v", 1, {"t": "str", "id": 1, "v": "Hola, soy Juan"}],
+        ["call", 10, 7, None, [["q", 1]], 1, 0],
+        ["v", 2, {"t": "str", "id": 2, "v": "Spanish"}],
+        ["call", 11, 7, 10, [["response", 2]], 1, 0],
+        ["v", 3, {"t": "NoneType", "id": 3, "v": None}], ["ret", 11, 3, 0],
+        ["v", 4, {"t": "str", "id": 4, "v": "Juan"}],
+        ["call", 12, 7, 10, [["name", 4]], 1, 0],
+        ["v", 5, {"t": "str", "id": 5, "v": "Hola, Juan!"}], ["ret", 12, 5, 0],
+        ["v", 6, {"t": "str", "id": 5, "v": "Hola, Juan!"}], ["ret", 10, 6, 0],
+        ["call", 20, 7, None, [["q", 1]], 1, 0],  # an unrelated top-level call
+    ]
+
+
+def test_the_cut_includes_marked_calls_made_inside_an_included_call():
+    g = build(_nested_agent_events()).graph
+    cut = feedback_subgraph(g, [("v", 1, 6)])
+    inner = {("op", 1, 11), ("op", 1, 12)}
+    assert inner <= set(cut)
+    # ...with their outputs and their inputs, so the optimizer sees them run
+    assert {("v", 1, 3), ("v", 1, 5), ("v", 1, 2), ("v", 1, 4)} <= set(cut)
+    assert ("op", 1, 20) not in cut
+
+
+def test_a_call_traced_operation_by_operation_pulls_in_only_what_flowed():
+    events = _nested_agent_events() + [
+        # the same outer call, but traced at op granularity: its inside has exact edges
+        ["v", 7, {"t": "str", "id": 7, "v": "x"}],
+        ["op", 30, 10, 70, "add", [5], 7],
+    ]
+    g = build(events).graph
+    cut = feedback_subgraph(g, [("v", 1, 6)])
+    assert ("op", 1, 11) not in cut and ("op", 1, 12) not in cut
