@@ -37,7 +37,8 @@ class Change:
 
     def __str__(self) -> str:
         if self.kind == "source":
-            return f"{self.name}: new source\n{self.new}"
+            body = "\n".join("    " + line for line in str(self.new).rstrip().splitlines())
+            return f"{self.name}: new source\n{body}"
         return f"{self.name}: {self.old!r} -> {self.new!r}"
 
 
@@ -58,7 +59,9 @@ class StepResult:
     def __str__(self) -> str:
         if not self.changes:
             return "no change"
-        return f"version {self.version}: " + "; ".join(str(c) for c in self.changes)
+        if len(self.changes) == 1 and self.changes[0].kind != "source":
+            return f"version {self.version}: {self.changes[0]}"
+        return f"version {self.version}:\n" + "\n".join(f"  {c}" for c in self.changes)
 
 
 @dataclass(frozen=True)
