@@ -632,11 +632,14 @@ def _caller_refs(parent: Optional[list], args: tuple) -> list:
     return out
 
 
-def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str) -> Any:
+def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str,
+            receiver: Optional[tuple] = None) -> Any:
     """A call returned `value`; its arguments were captured by `op_capture`.
 
-    A call of a marked function is already a `call` event: its result is
-    linked to that call's `ret` instead of becoming an op of its own.
+    `receiver` is where the object of a method call (`obj.method(...)`) came
+    from (a spec entry): it is the call's first input. A call of a marked
+    function is already a `call` event: its result is linked to that call's
+    `ret` instead of becoming an op of its own.
     """
     if tok is None:
         return value
@@ -653,6 +656,8 @@ def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str
             inputs = [_resolve(state, entry, None, False) for entry in spec]
         else:
             inputs = [_resolve(state, entry, args[i], True) for i, entry in enumerate(spec)]
+        if receiver is not None:
+            inputs.insert(0, _resolve(state, receiver, None, False))
         _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
     except Exception:
         _count_error()

@@ -322,7 +322,7 @@ def test_op_mode_string_built_by_an_op_flows_to_the_next_op_not_to_an_equal_lite
         return made + "!", lit + "?"
 
     _, events = trace(strings)
-    (join,) = [e for e in op_events(events, "call") if len(e[5]) == 1]
+    (join,) = op_events(events, "call")  # "".join(parts): inputs are the receiver and parts
     first, second = op_events(events, "add")
     assert first[5][0] == join[6]
     assert second[5][0] != join[6] and producer_of(events, second[5][0]) is None
@@ -484,3 +484,18 @@ def test_op_mode_feedback_on_a_long_returned_string_finds_the_call_that_returned
     assert len(text) == 1000
     (call,) = call_events(events, "long_text")
     assert resolver.node_for_value(text) == ret_node(events, call[1])
+
+
+TEMPLATE = params.param("Answer {} briefly, please.", name="test_provenance.template")
+
+
+def test_op_mode_method_call_on_a_parameter_takes_the_parameter_as_an_input():
+    @bundle(granularity="op")
+    def ask(question):
+        return TEMPLATE.format(question)
+
+    _, events = trace(ask, "why")
+    (read,) = [e for e in events if e[0] == "read"]
+    (call,) = call_events(events, ".ask")
+    (fmt,) = op_events(events, "call")
+    assert fmt[5] == [read[3], input_nodes(call)[0]]  # the receiver, then the argument

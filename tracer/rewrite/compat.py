@@ -307,6 +307,13 @@ def operation(instr: Instr) -> Optional[tuple[str, int]]:
     return None
 
 
+def is_method_load(instr: Instr) -> bool:
+    """True for the load of a method about to be called with its receiver (LOAD_METHOD, 3.12+ LOAD_ATTR (True, name))."""
+    if instr.name == "LOAD_METHOD":
+        return True
+    return instr.name == "LOAD_ATTR" and isinstance(instr.arg, tuple) and bool(instr.arg[0])
+
+
 def call_arity(instr: Instr) -> Optional[tuple[int, int]]:
     """(arguments on the stack, items above them) for a call instruction, else None."""
     name = instr.name

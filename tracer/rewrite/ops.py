@@ -141,7 +141,13 @@ class OpInstrumenter(CallInstrumenter):
                 continue
             name = item.name
             pushed = None
-            op = operation(item) if id(item) not in self.method_loads else None
+            if id(item) in self.method_loads or compat.is_method_load(item):
+                # obj.method(...): the receiver becomes an input of the call
+                receiver = sym.pop() if sym else UNTRACKED
+                pushes = 1 + item.stack_effect(jump=False)
+                sym.extend([("m", receiver)] + [UNTRACKED] * (pushes - 1))
+                continue
+            op = operation(item)
             arity = call_arity(item) if op is None else None
             if op is not None:
                 opname, k = op
@@ -176,12 +182,16 @@ class OpInstrumenter(CallInstrumenter):
                 before = run_sym if run_sym is not None else sym
                 run_sym = None
                 spec = tuple(before[len(before) - n - above:len(before) - above])
+                receiver = None
+                for slot in before[max(0, len(before) - n - above - 2):len(before) - n - above]:
+                    if slot[0] == "m":
+                        receiver = slot[1]
                 run_start = i
                 while run_start - 1 >= start and isinstance(items[run_start - 1], Instr) and \
                         items[run_start - 1].name in ("KW_NAMES", "PRECALL"):
                     run_start -= 1
                 self.plans[("pre", run_start)] = ("Bpre", n, above, site, spec)
-                self.plans[i] = ("B", site, spec, "call")
+                self.plans[i] = ("B", site, spec, "call", receiver)
                 after = depth + item.stack_effect(jump=False)
                 sym = before[:max(0, after - 1)] + [("s", site)]
                 continue
@@ -240,12 +250,12 @@ class OpInstrumenter(CallInstrumenter):
         elif kind == "C":
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
-            _, site, spec, opname = plan
+            _, site, spec, opname, receiver = plan
             packed = compat.call_with_packed_args(item, depth, "@trace_op_capture_packed", (site, spec), loc)
             out += packed if packed is not None else [item]
             after = depth + item.stack_effect(jump=False)
             out += compat.call_hook_with_token("@trace_op_call", after + 1, 1, loc,
-                                               extra_consts=(site, spec, opname))
+                                               extra_consts=(site, spec, opname, receiver))
         elif kind == "G":
             _, site, key = plan
             out.append(item)
