@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import re
 import sys
 import traceback
 import types
 from typing import Any, Optional
 
+from protocol.values import summarize
 from tracer import hooks
 
 _SMALL_INTS = range(-5, 257)
-_EMPTY = ((), "", b"", frozenset())
+_NAME_CHARS = re.compile(r"[A-Za-z0-9_]+")
 _TRACEBACK_LIMIT = 20000
 
 
@@ -49,8 +51,8 @@ def is_shareable(obj: Any) -> bool:
     if kind is int:
         return obj in _SMALL_INTS
     if kind is str:
-        # the compiler interns identifier-like constants; 1-char strings are cached
-        return len(obj) <= 1 or obj.isidentifier() or (obj.isascii() and _identifier_like(obj))
+        # the compiler interns constants made only of name characters; 1-char strings are cached
+        return len(obj) <= 1 or obj.isidentifier() or _NAME_CHARS.fullmatch(obj) is not None
     if kind is bytes:
         return len(obj) <= 1
     if kind is tuple or kind is frozenset:
@@ -58,14 +60,7 @@ def is_shareable(obj: Any) -> bool:
     return False
 
 
-def _identifier_like(text: str) -> bool:
-    # the rule CPython uses for interning code constants: only [A-Za-z0-9_]
-    return all(c.isalnum() or c == "_" for c in text)
-
-
 def _summarize(obj: Any) -> dict:
-    from protocol.values import summarize
-
     if hooks.is_clipped(obj):
         _, head, length, type_name = obj
         return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
