@@ -90,7 +90,7 @@ class Resolver:
         self._sent_sites: set[int] = set()
         self._pending_functions: list[int] = []
         self._pending_sites: list[int] = []
-        self._constants: dict[int, frozenset] = {}
+        self._constants: dict[int, tuple] = {}  # func id -> (id of its current code, constant ids)
         self._argnames_cache: dict[int, list] = {}
         self._defaults_cache: dict[int, tuple] = {}
         self._thread = 0
@@ -205,12 +205,18 @@ class Resolver:
         return node
 
     def _is_constant_of(self, func_id: Optional[int], obj: Any) -> bool:
+        """True if `obj` is a constant of the marked function's code (as it is now: patches swap code)."""
         if func_id is None:
             return False
-        ids = self._constants.get(func_id)
-        if ids is None:
-            ids = self._constants[func_id] = _constant_ids(func_id)
-        return id(obj) in ids
+        from tracer import marking
+
+        entry = marking.registry.get(func_id)
+        func = entry.function() if entry is not None else None
+        current = id(func.__code__) if func is not None else None
+        cached = self._constants.get(func_id)
+        if cached is None or cached[0] != current:
+            cached = self._constants[func_id] = (current, _constant_ids(func_id))
+        return id(obj) in cached[1]
 
     # -- records ----------------------------------------------------------
 
