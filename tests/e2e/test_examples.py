@@ -54,10 +54,6 @@ def test_shared_session_example_patches_both_workers_while_they_run(run_example)
     assert "[learner] Hello Grace!" in run.stdout.splitlines()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "KNOWN GAP: the trainable Agent.greet/decide_lang called inside the marked Agent.__call__ never reach "
-    "the optimizer's #Variables, because the feedback subgraph follows value edges only "
-    "(optimizer_service/graph.py; the lead is fixing it)"))
 def test_sales_agent_example_greets_every_user_in_their_language(run_example):
     run = run_example("sales_agent", "agent.py")
 
