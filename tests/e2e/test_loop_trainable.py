@@ -57,3 +57,32 @@ def test_the_optimizer_sees_the_trainable_function_source_and_the_feedback(loop,
     assert "(list) prices=[10, 20]" in problem.prompt_text
     assert "The total must include 10% tax: expected 33.0." in problem.prompt_text.rsplit("#Feedback", 1)[1]
 
+
+
+# References taken before the step: an imported name, a callback table, a bound default.
+HOLDS_REFERENCES = '''\
+import tracer
+from pricing import total
+
+callbacks = {"total": total}
+
+
+def checkout(prices, compute=total):
+    return compute(prices)
+
+
+out = total([10, 20])
+tracer.feedback(out, "The total must include 10% tax: expected 33.0.")
+tracer.step(timeout=60)
+print(total([10, 20]), callbacks["total"]([10, 20]), checkout([10, 20]))
+'''
+
+
+def test_every_reference_to_the_function_taken_before_the_step_runs_the_new_code(loop, project):
+    write_files(project, {"pricing.py": PRICING, "driver.py": HOLDS_REFERENCES})
+    loop.answer = suggest_by_function({"total": FIXED_TOTAL})
+
+    run = loop.trace_run(["--session", "pricing", "--trainable", "pricing:total", "driver.py"], project)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["33.0 33.0 33.0"]
