@@ -168,6 +168,23 @@ def test_feedback_of_a_process_that_has_exited_is_optimised_by_the_next_step_of_
     assert "(str) name='gone'" in inputs, inputs  # the exited process's call is what is optimised
 
 
+def test_the_optimizers_memory_of_earlier_feedback_survives_kill_9_of_the_daemon(team, project):
+    learner = team.trace_run([*MARKING, "learner.py"], project)
+    assert learner.returncode == 0, learner.stderr
+    team.kill_daemon()
+    write_files(project, {"second.py": "import tracer, greeting\n"
+                                      "tracer.feedback(greeting.render('again'), 'Now mention the shop.')\n"
+                                      "tracer.step(timeout=60)\n"})
+
+    second = team.trace_run([*MARKING, "second.py"], project)
+
+    assert second.returncode == 0, second.stderr
+    first_problem, second_problem = (r.prompt_text for r in team.optoprime_requests())
+    assert "in the past" not in first_problem
+    memory = second_problem.split("in the past", 1)[1]
+    assert '"TEMPLATE": "hi {name}"' in memory and "start with 'Hello'" in memory, memory
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "
