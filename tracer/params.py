@@ -12,7 +12,7 @@ place is read from the caller's bytecode at the call site: a symbolic run of
 the straight-line code after the call finds the instruction that consumes
 its result (`STORE_NAME`, `STORE_GLOBAL`, `STORE_ATTR` on a plainly loaded
 object, or a default tuple/dict handed to `MAKE_FUNCTION`), seeing through
-the rewriter's `@trace_*` hooks. That is exact, never a guess by value
+the rewriter's `__@trace_*` hooks. That is exact, never a guess by value
 equality. A result
 consumed any other way (a local variable, an argument, an expression) makes a
 parameter of kind ``value``: it lives only here, and every later `param()`
@@ -648,6 +648,11 @@ class ParamRegistry:
         # Patch values for parameters this process has not declared yet
         # (a module imported later): name -> (version, value).
         self.deferred: dict[str, tuple[int, Any]] = {}
+        # The same for new source of trainable functions not defined yet:
+        # name -> (version, source); swapped in when the function is registered.
+        self.deferred_sources: dict[str, tuple[int, str]] = {}
+        # Deferred sources that did not fit the function defined here: name -> reason.
+        self.deferred_source_errors: dict[str, str] = {}
         self._source_funcs: dict[int, ParamRecord] = {}
 
     def get(self, name: str) -> ParamRecord | None:
@@ -716,6 +721,13 @@ class ParamRegistry:
             self._source_funcs[func_id] = record
             self.by_name.setdefault(record.name, record)
             self.generation += 1
+            deferred = self.deferred_sources.pop(record.name, None)
+            if deferred is not None:
+                from tracer import patcher  # the patcher imports this module
+
+                error = patcher.apply_deferred_source(record, *deferred)
+                if error is not None:
+                    self.deferred_source_errors[record.name] = error
 
 
 registry = ParamRegistry()
@@ -928,7 +940,7 @@ def _scan(code: CodeType, lasti: int) -> _Site:
 
     Straight-line code only (a jump ends the scan). Instructions the scan
     does not know end it too: the result is then a "value" parameter, never a
-    guess. Calls to the rewriter's `@trace_*` hooks pass their argument
+    guess. Calls to the rewriter's `__@trace_*` hooks pass their argument
     through (op mode routes results through them).
     """
     following = _instructions_after_call(code, lasti)
@@ -1017,7 +1029,7 @@ def _consume(code: CodeType, instr: dis.Instruction, popped: list[_Sym]) -> tupl
 def _is_hook_call(popped: list[_Sym]) -> bool:
     for sym in popped[:2]:  # the callable is first, or second after a NULL / before self
         instr = sym.instr
-        if instr is not None and instr.opname in ("LOAD_GLOBAL", "LOAD_NAME") and _load_name(instr).startswith("@trace_"):
+        if instr is not None and instr.opname in ("LOAD_GLOBAL", "LOAD_NAME") and _load_name(instr).startswith("__@trace_"):
             return True
     return False
 

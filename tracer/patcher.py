@@ -28,7 +28,10 @@ that receives them. Frames already running finish on the old code; every
 call that starts afterwards, on any thread, runs the new code.
 
 A name this process has not declared yet (a module not imported yet) is
-kept and applied when `tracer.param` declares it; its result is ok.
+kept and applied when `tracer.param` declares it; its result is ok. With
+``defer_unknown_sources=True`` (what a running process asks for) the same
+holds for new source of a trainable function not defined here yet: it is
+swapped in when the function is (`tracer.params` registers it).
 """
 from __future__ import annotations
 
@@ -128,14 +131,21 @@ def history(name: str) -> list[tuple[int, Any]]:
         return [(0, _plain(entry.original))] + [(v, _plain(s)) for v, s in entry.applied]
 
 
-def apply_patch(patch: m.Patch) -> list[m.PatchResult]:
-    """Apply every item of `patch` or none; one `PatchResult` per item, in order."""
+def apply_patch(patch: m.Patch, *, defer_unknown_sources: bool = False) -> list[m.PatchResult]:
+    """Apply every item of `patch` or none; one `PatchResult` per item, in order.
+
+    New source for a function this process does not have is rejected, unless
+    `defer_unknown_sources`: then it is kept (ok, with a note) and swapped in
+    once the function is defined, as values are for parameters declared later.
+    A process that joins a session, or has not imported every module of it,
+    then still applies the rest of the version.
+    """
     global _version
     with params.registry.lock:
         prepared: list[_Prepared] = []
         for item in patch.items:
             try:
-                prepared.append(_prepare(item, patch.version))
+                prepared.append(_prepare(item, patch.version, defer_unknown_sources))
             except PatchRejected as exc:
                 return _all_failed(patch.items, item.name, exc.reason)
         failed_name, reason = _apply_all(prepared)
@@ -192,13 +202,17 @@ def replace_source(record: ParamRecord, source: str, *, version: int | None = No
 _DEFERRED = object()
 
 
-def _prepare(item: m.PatchItem, version: int) -> _Prepared:
+def _prepare(item: m.PatchItem, version: int, defer_unknown_sources: bool = False) -> _Prepared:
     record = params.registry.get(item.name)
     if item.kind not in ("value", "source"):
         raise PatchRejected(f"unknown patch kind {item.kind!r} (expected 'value' or 'source')")
     if record is None:
         if item.kind == "source":
-            raise PatchRejected(f"no trainable function {item.name!r} in this process")
+            if not defer_unknown_sources:
+                raise PatchRejected(f"no trainable function {item.name!r} in this process")
+            if not isinstance(item.source, str):
+                raise PatchRejected(f"source patch of {item.name!r} carries no source text")
+            return _prepare_deferred_source(item, version)
         return _prepare_deferred(item, version)
     if not record.trainable:
         raise PatchRejected(f"parameter {item.name!r} is declared trainable=False")
@@ -226,6 +240,39 @@ def _prepare_deferred(item: m.PatchItem, version: int) -> _Prepared:
         return undo
 
     return _Prepared(item.name, apply, state=_DEFERRED)
+
+
+def _prepare_deferred_source(item: m.PatchItem, version: int) -> _Prepared:
+    def apply() -> Callable[[], None]:
+        pending = params.registry.deferred_sources
+        previous = pending.get(item.name)
+        pending[item.name] = (version, item.source)
+
+        def undo() -> None:
+            if previous is None:
+                pending.pop(item.name, None)
+            else:
+                pending[item.name] = previous
+        return undo
+
+    return _Prepared(item.name, apply, state=_DEFERRED,
+                     note="deferred: the function is not defined in this process yet; "
+                          "its new source is swapped in when it is")
+
+
+def apply_deferred_source(record: ParamRecord, version: int, source: str) -> str | None:
+    """Swap in source that arrived before `record`'s function existed; None, or why it did not fit.
+
+    Called by `tracer.params` when it registers the function. Never raises:
+    the patch was acknowledged already, and the program must run on.
+    """
+    try:
+        replace_source(record, source, version=version)
+    except PatchRejected as exc:
+        return exc.reason
+    except Exception as exc:  # noqa: BLE001 - a broken patch must not reach the program
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _prepare_value(record: ParamRecord, value: Any, version: int) -> _Prepared:

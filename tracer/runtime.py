@@ -394,7 +394,9 @@ def _apply_patch(patch: m.Patch) -> list[m.PatchResult]:
     except ImportError as exc:
         return [m.PatchResult(name=item.name, ok=False, error=f"this process cannot apply patches: {exc}") for item in patch.items]
     try:
-        return list(apply_patch(patch))
+        # A module this process has not imported yet (or never imports) must not
+        # make it refuse the rest of the version: new source for its functions waits.
+        return list(apply_patch(patch, defer_unknown_sources=True))
     except Exception as exc:
         return [m.PatchResult(name=item.name, ok=False, error=f"{type(exc).__name__}: {exc}") for item in patch.items]
 

@@ -185,6 +185,49 @@ def test_the_optimizers_memory_of_earlier_feedback_survives_kill_9_of_the_daemon
     assert '"TEMPLATE": "hi {name}"' in memory and "start with 'Hello'" in memory, memory
 
 
+LOUD = '''\
+def shout(text):
+    return text
+'''
+
+# Changes a parameter of greeting and the code of loud in one step.
+LOUD_LEARNER = '''\
+import tracer
+import greeting, loud
+
+out = loud.shout(greeting.render("learner"))
+tracer.feedback(out, "Greet politely: start with 'Hello' and end with '!', in capitals.")
+print("step", tracer.step(timeout=60).version, flush=True)
+print("learner", loud.shout(greeting.render("learner")), flush=True)
+'''
+
+
+def polite_template_and_loud_code(request):
+    if not is_optoprime_prompt(request):
+        return optoprime_answer({})
+    suggestion = {}
+    for type_name, name, value in optoprime_variables(request.prompt_text):
+        if type_name == "str":
+            suggestion[name] = "Hello {name}!"
+        elif type_name == "code" and value.startswith("def shout"):
+            suggestion[name] = "def shout(text):\n    return text.upper()\n"
+    return optoprime_answer(suggestion)
+
+
+def test_a_process_without_the_module_of_a_new_function_body_still_applies_the_rest_of_the_version(team, project):
+    team.answer = polite_template_and_loud_code
+    write_files(project, {"loud.py": LOUD, "loud_learner.py": LOUD_LEARNER})
+    marking = [*MARKING, "--trainable", "loud:shout"]
+    worker = team.spawn([TRACE_RUN, *marking, "worker.py"], project)  # never imports loud
+    assert worker.read_line() == "first hi worker"
+
+    learner = team.trace_run([*marking, "loud_learner.py"], project)
+
+    assert learner.returncode == 0, learner.stderr
+    assert learner.stdout.splitlines() == ["step 1", "learner HELLO LEARNER!"]
+    assert worker.read_line() == "patched Hello worker!"
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "

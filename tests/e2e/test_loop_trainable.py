@@ -86,3 +86,29 @@ def test_every_reference_to_the_function_taken_before_the_step_runs_the_new_code
 
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ["33.0 33.0 33.0"]
+
+
+# Joins the session after the step: the new body arrives before pricing is imported.
+LATECOMER = '''\
+import time
+import pricing
+
+# The new body is swapped in once the function exists (on the tracer's thread, within a flush).
+deadline = time.monotonic() + 10
+while pricing.total([10, 20]) != 33.0 and time.monotonic() < deadline:
+    time.sleep(0.02)
+print("late", pricing.total([10, 20]))
+'''
+
+
+def test_a_process_that_joins_after_the_step_runs_the_learned_code(loop, project):
+    write_files(project, {"pricing.py": PRICING, "driver.py": DRIVER, "late.py": LATECOMER})
+    loop.answer = suggest_by_function({"total": FIXED_TOTAL})
+    marking = ["--session", "pricing", "--trainable", "pricing:total"]
+    learner = loop.trace_run([*marking, "driver.py"], project)
+    assert learner.returncode == 0, learner.stderr
+
+    late = loop.trace_run([*marking, "late.py"], project)
+
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.splitlines() == ["late 33.0"]
