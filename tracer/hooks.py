@@ -1,6 +1,6 @@
 """The hot path: functions that instrumented code calls.
 
-Rewritten code reaches these through module globals named `@trace_<name>`
+Rewritten code reaches these through module globals named `__@trace_<name>`
 (see `HOOK_GLOBALS`), never through code constants, so rewritten code
 objects stay marshallable. Every hook appends at most one tuple to the
 calling thread's buffer (`tracer.buffers`) and returns; none of them
@@ -730,29 +730,29 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
 
 
 HOOK_GLOBALS: dict[str, Any] = {
-    "@trace_enter": enter,
-    "@trace_gen_enter": gen_enter,
-    "@trace_leave": leave,
-    "@trace_gen_leave": gen_leave,
-    "@trace_fail": fail,
-    "@trace_suspend": suspend,
-    "@trace_pause": pause,
-    "@trace_resume": resume,
-    "@trace_read": read,
-    "@trace_op_enter": op_enter,
-    "@trace_op_leave": op_leave,
-    "@trace_op_nested_enter": op_nested_enter,
-    "@trace_nested_pass": nested_pass,
-    "@trace_nested_fail": nested_fail,
-    "@trace_nested_resume": nested_resume,
-    "@trace_op": op,
-    "@trace_op_attr": op_attr,
-    "@trace_op_packed": op_packed,
-    "@trace_op_result": op_result,
-    "@trace_op_capture": op_capture,
-    "@trace_op_capture_packed": op_capture_packed,
-    "@trace_op_call": op_call,
-    "@trace_op_stored": op_stored,
-    "@trace_op_store": op_store,
-    "@trace_op_global": op_global,
+    "__@trace_enter": enter,
+    "__@trace_gen_enter": gen_enter,
+    "__@trace_leave": leave,
+    "__@trace_gen_leave": gen_leave,
+    "__@trace_fail": fail,
+    "__@trace_suspend": suspend,
+    "__@trace_pause": pause,
+    "__@trace_resume": resume,
+    "__@trace_read": read,
+    "__@trace_op_enter": op_enter,
+    "__@trace_op_leave": op_leave,
+    "__@trace_op_nested_enter": op_nested_enter,
+    "__@trace_nested_pass": nested_pass,
+    "__@trace_nested_fail": nested_fail,
+    "__@trace_nested_resume": nested_resume,
+    "__@trace_op": op,
+    "__@trace_op_attr": op_attr,
+    "__@trace_op_packed": op_packed,
+    "__@trace_op_result": op_result,
+    "__@trace_op_capture": op_capture,
+    "__@trace_op_capture_packed": op_capture_packed,
+    "__@trace_op_call": op_call,
+    "__@trace_op_stored": op_stored,
+    "__@trace_op_store": op_store,
+    "__@trace_op_global": op_global,
 }

@@ -9,7 +9,7 @@ Modelled on pytest's assertion rewriting (`_pytest/assertion/rewrite.py`):
   `TraceLoader`.
 - `TraceLoader` compiles the source, replaces only the marked functions' code
   objects inside the module code object (`marking.instrument_code`), injects
-  the `@trace_*` hook globals before the module body runs, and registers the
+  the `__@trace_*` hook globals before the module body runs, and registers the
   marked function objects afterwards.
 - Rewritten module code is cached next to the normal pyc under its own tag
   (`mod.cpython-312-trace1.pyc`), so the normal loader never picks it up. The

@@ -186,20 +186,20 @@ def _build_function_def(entry: MarkedFunction):
 
 
 def install_hook_globals(namespace: dict) -> None:
-    """Put the `@trace_*` hook names into a module namespace (before its code runs).
+    """Put the `__@trace_*` hook names into a module namespace (before its code runs).
 
     This is the contract of docs/internals.md §4 (trace-run's runner swaps
     the entry hooks in `__main__`'s namespace). Known cost: the names show in
     the module's `vars()` / `dir()` (CPython's test_argparse notices);
     putting them only into `builtins` would keep namespaces clean.
     """
-    if namespace.get("@trace_enter") is not hooks.enter:
+    if namespace.get("__@trace_enter") is not hooks.enter:
         namespace.update(hooks.HOOK_GLOBALS)
 
 
 def is_instrumented(code: types.CodeType) -> bool:
     """True if `code` was produced by this rewriter."""
-    return "@trace_enter" in code.co_names or "@trace_op_enter" in code.co_names
+    return "__@trace_enter" in code.co_names or "__@trace_op_enter" in code.co_names
 
 
 def instrument_code(code: types.CodeType, *, module: str, trainable: bool = False,
@@ -208,7 +208,7 @@ def instrument_code(code: types.CodeType, *, module: str, trainable: bool = Fals
 
     `qualname` defaults to `code.co_qualname` (3.11+) or `co_name`; pass it
     on 3.10 for nested and method code. The result is marshallable: hooks
-    are reached through `@trace_*` globals, which `install_hook_globals`
+    are reached through `__@trace_*` globals, which `install_hook_globals`
     must put into the module namespace the function runs in. Raises
     `tracer.rewrite.RewriteError` if the code cannot be instrumented.
     """

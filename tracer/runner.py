@@ -152,7 +152,7 @@ def _exec_program(code: types.CodeType, namespace: dict, marked, param_specs) ->
 
 
 # The hooks a marked call goes through first (call and op granularity).
-_ENTRY_HOOKS = ("@trace_enter", "@trace_op_enter")
+_ENTRY_HOOKS = ("__@trace_enter", "__@trace_op_enter")
 
 
 def _declare_params_at_first_marked_call(namespace: dict, specs: list[str]) -> None:

@@ -74,8 +74,8 @@ def describe(value):
 print("argv", sys.argv)
 print("path0", sys.path[0])
 print("main", __name__, __file__, __spec__, __package__, __cached__)
-# the hook globals ("@trace_*", docs/internals.md section 4) are the one visible addition
-print("globals", sorted(name for name in globals() if not name.startswith("@trace_")))
+# the hook globals ("__@trace_*", docs/internals.md section 4) are the one visible addition
+print("globals", sorted(name for name in globals() if not name.startswith("__@trace_")))
 print("pickled", pickle.loads(pickle.dumps(Point(3))).x, type(pickle.loads(pickle.dumps(Point(3)))).__module__)
 print("described", describe(42))
 print("sibling", __import__("helper").VALUE)
@@ -182,7 +182,7 @@ def test_dash_m_runs_a_package_module_as_main(program_dir, tmp_path):
         def run(args):
             return "ran " + " ".join(args)
         print(__name__, __spec__.name, __package__, sys.argv[1:], sys.path[0])
-        print(sorted(name for name in globals() if not name.startswith("@trace_")))
+        print(sorted(name for name in globals() if not name.startswith("__@trace_")))
         print(run(sys.argv[1:]))
     """)
     plain, _ = assert_same_as_python(["-m", "pkg.tool", "x", "--y"], ["--target", "pkg.tool:run"], program_dir, tmp_path)
@@ -209,7 +209,7 @@ def test_marked_main_functions_are_instrumented_before_the_script_runs(program_d
             return x - 1
 
         def instrumented(f):
-            return any(n.startswith("@trace_") for n in f.__code__.co_names)
+            return any(n.startswith("__@trace_") for n in f.__code__.co_names)
 
         print(instrumented(traced), instrumented(plain), traced(1), plain(1))
     """)
@@ -240,7 +240,7 @@ def test_imported_modules_are_instrumented_by_target(program_dir, tmp_path):
     write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
     write(program_dir, "uses_lib.py", """
         import lib
-        print(any(n.startswith("@trace_") for n in lib.work.__code__.co_names), lib.work(4))
+        print(any(n.startswith("__@trace_") for n in lib.work.__code__.co_names), lib.work(4))
     """)
     result = trace_run(["--target", "lib:work", "uses_lib.py"], program_dir, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -255,7 +255,7 @@ def test_targets_can_come_from_pyproject(program_dir, tmp_path):
     write(program_dir, "lib.py", "def work(x):\n    return x * 2\n")
     write(program_dir, "uses_lib.py", """
         import lib
-        print(any(n.startswith("@trace_") for n in lib.work.__code__.co_names))
+        print(any(n.startswith("__@trace_") for n in lib.work.__code__.co_names))
     """)
     result = trace_run(["uses_lib.py"], program_dir, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -325,7 +325,7 @@ def test_show_config_prints_merged_settings_and_their_sources(program_dir, tmp_p
 
 CHILD_CHECK = """
     def instrumented(f):
-        return any(n.startswith("@trace_") for n in f.__code__.co_names)
+        return any(n.startswith("__@trace_") for n in f.__code__.co_names)
 """
 
 
@@ -562,3 +562,16 @@ def test_configuration_alone_makes_a_script_optimisable_live(program_dir, tmp_pa
         shutil.rmtree(directory, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Be thorough.\nBE THOROUGH. hi\n"
+
+
+def test_star_import_of_a_marked_module_brings_only_the_modules_own_names(program_dir, tmp_path):
+    # The hook names live in the module's globals; they must stay out of
+    # `from module import *` (they start with "_", like any private name).
+    write(program_dir, "lib.py", "def work():\n    return 1\n")
+    write(program_dir, "main.py", """
+        before = set(globals())
+        from lib import *
+        print(sorted(set(globals()) - before - {"before"}), work())
+    """)
+    plain, traced = assert_same_as_python(["main.py"], ["--target", "lib:work"], program_dir, tmp_path)
+    assert traced.stdout == "['work'] 1\n"

@@ -54,7 +54,7 @@ with warnings.catch_warnings(record=True) as caught:
     import shop
 
 def instrumented(func):
-    return any(name.startswith("@trace_") for name in func.__code__.co_names)
+    return any(name.startswith("__@trace_") for name in func.__code__.co_names)
 
 print(json.dumps({{
     "double": instrumented(shop.double),
@@ -146,7 +146,7 @@ def test_second_import_is_served_from_the_cache_without_rewriting(project):
 def test_normal_pyc_of_the_module_is_never_the_rewritten_one(project):
     run_driver(project, ["shop:double"])
     # a plain import afterwards (no hook) must get plain code, not the cached rewritten module
-    code = f"import sys; sys.path.insert(0, {str(project)!r}); import shop; print(any(n.startswith('@trace_') for n in shop.double.__code__.co_names))"
+    code = f"import sys; sys.path.insert(0, {str(project)!r}); import shop; print(any(n.startswith('__@trace_') for n in shop.double.__code__.co_names))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent), check=True)
     assert out.stdout.strip() == "False"
 
@@ -393,7 +393,7 @@ def test_nested_function_target_instruments_only_the_inner_function(project):
         import_hook.install(config.TraceConfig(targets=("nested:outer.<locals>.inner", "nested:Box.Lid.close")))
         import nested
         def instrumented(f):
-            return any(n.startswith("@trace_") for n in f.__code__.co_names)
+            return any(n.startswith("__@trace_") for n in f.__code__.co_names)
         inner = nested.outer(3)
         print(instrumented(inner), instrumented(nested.outer), instrumented(nested.Box.Lid.close), inner(2), nested.Box.Lid().close())
     """)
@@ -418,7 +418,7 @@ def test_module_found_by_another_meta_path_finder_is_still_rewritten(project, tm
         from tracer import config, import_hook
         import_hook.install(config.TraceConfig(targets=("hidden_mod:f",)))
         import hidden_mod
-        print(any(n.startswith("@trace_") for n in hidden_mod.f.__code__.co_names), hidden_mod.f(1))
+        print(any(n.startswith("__@trace_") for n in hidden_mod.f.__code__.co_names), hidden_mod.f(1))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -450,7 +450,7 @@ def test_rewritten_code_run_by_runpy_in_a_fresh_namespace_still_works(project):
         from tracer import config, import_hook
         import_hook.install(config.TraceConfig(targets=("shop:double",)))
         namespace = runpy.run_module("shop", run_name="not_main")
-        print(namespace["double"](5), any(n.startswith("@trace_") for n in namespace["double"].__code__.co_names))
+        print(namespace["double"](5), any(n.startswith("__@trace_") for n in namespace["double"].__code__.co_names))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
     assert out.returncode == 0, out.stderr

@@ -40,7 +40,7 @@ def functions(namespace, module_name, prefix=""):
                 yield qualname, func
 
 def instrumented(func):
-    return any(n.startswith("@trace_") for n in func.__code__.co_names)
+    return any(n.startswith("__@trace_") for n in func.__code__.co_names)
 
 found = {}
 for module_name in module_names:

@@ -2,18 +2,18 @@
 
 What the rewritten code does (stack pictures bottom -> top, `t` = token):
 
-- entry (after RESUME / GEN_START): `t = @trace_enter(func_id, *args)`;
+- entry (after RESUME / GEN_START): `t = __@trace_enter(func_id, *args)`;
   `t` stays at the bottom of the value stack for the frame's whole life.
   Nothing else in the code reaches below its own items, so the function's
   own stack discipline is untouched and `locals()` sees no new name.
-- every return: `[t, v] -> [@trace_leave(t, v)]` then RETURN_VALUE.
-- every plain `yield v`: the value goes through `@trace_suspend(t, v)` and,
-  after the frame resumes, `@trace_resume(t)` runs; delegation yields of
-  `yield from` / `await` (3.11+) go through `@trace_pause` / `@trace_resume`.
+- every return: `[t, v] -> [__@trace_leave(t, v)]` then RETURN_VALUE.
+- every plain `yield v`: the value goes through `__@trace_suspend(t, v)` and,
+  after the frame resumes, `__@trace_resume(t)` runs; delegation yields of
+  `yield from` / `await` (3.11+) go through `__@trace_pause` / `__@trace_resume`.
 - an exception leaving the frame: a handler covering every instruction not
-  already covered by the function's own handlers calls `@trace_fail(t, exc)`
+  already covered by the function's own handlers calls `__@trace_fail(t, exc)`
   and re-raises (the traceback is untouched: RERAISE adds no entry).
-- loads of globals and plain attributes pass through `@trace_read` so that
+- loads of globals and plain attributes pass through `__@trace_read` so that
   parameter reads are recorded (the hook filters by name, then identity).
 
 The original instructions themselves are never replaced: hooks observe
@@ -88,13 +88,13 @@ class CallInstrumenter:
         self.func_id = func_id
         self.module = module
         self.trace_reads = trace_reads
-        self.enter_hook = "@trace_enter"
-        self.leave_hook = "@trace_leave"
-        self.gen_leave_hook = "@trace_gen_leave"
-        self.fail_hook = "@trace_fail"
-        self.suspend_hook = "@trace_suspend"
-        self.pause_hook = "@trace_pause"
-        self.resume_hook = "@trace_resume"
+        self.enter_hook = "__@trace_enter"
+        self.leave_hook = "__@trace_leave"
+        self.gen_leave_hook = "__@trace_gen_leave"
+        self.fail_hook = "__@trace_fail"
+        self.suspend_hook = "__@trace_suspend"
+        self.pause_hook = "__@trace_pause"
+        self.resume_hook = "__@trace_resume"
         self.skip: set[int] = set()  # indices of items an `edit` already emitted
 
     # -- helpers op mode overrides ------------------------------------------
@@ -133,8 +133,8 @@ class CallInstrumenter:
         self.analyse(items, start, depths)
         generator = is_generator_code(self.code)
         leave_hook = self.gen_leave_hook if generator else self.leave_hook
-        if generator and compat.YIELD_FROM_IS_OPAQUE and self.enter_hook == "@trace_enter":
-            self.enter_hook = "@trace_gen_enter"  # remembers its frame (see hooks.gen_enter)
+        if generator and compat.YIELD_FROM_IS_OPAQUE and self.enter_hook == "__@trace_enter":
+            self.enter_hook = "__@trace_gen_enter"  # remembers its frame (see hooks.gen_enter)
         handler = Label()
         out: list = list(items[:start])
         entry_loc = _location_after(items, start)
@@ -262,7 +262,7 @@ class CallInstrumenter:
                 if key is not None:
                     # after the load: the function's own items, the token below them
                     after = depth + item.stack_effect(jump=False)
-                    out += compat.call_hook_with_token("@trace_read", after + 1, 1, loc,
+                    out += compat.call_hook_with_token("__@trace_read", after + 1, 1, loc,
                                                        extra_consts=(key,))
         if active is not None:
             out.append(TryEnd(active))

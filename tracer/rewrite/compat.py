@@ -379,14 +379,14 @@ def expand_return_const(items: list) -> list:
 def observe_operation(item: Instr, k: int, depth: int, consts: tuple, loc=None) -> list:
     """Run operation `item` (k operands on top, token `depth` + 1 from the top) and report it.
 
-    3.11+: the op runs on copies of its operands; `@trace_op` (or
-    `@trace_op_attr` for attribute loads) gets token, consts, operands and
+    3.11+: the op runs on copies of its operands; `__@trace_op` (or
+    `__@trace_op_attr` for attribute loads) gets token, consts, operands and
     result, and returns the result; the original operands are dropped.
-    3.10 (no COPY): DUP_TOP(_TWO), the op, BUILD_TUPLE, and `@trace_op_packed`
-    gets the tuple; for k > 2 only the result goes to `@trace_op_result`.
+    3.10 (no COPY): DUP_TOP(_TWO), the op, BUILD_TUPLE, and `__@trace_op_packed`
+    gets the tuple; for k > 2 only the result goes to `__@trace_op_result`.
     """
     if HAS_COPY:
-        hook = "@trace_op_attr" if item.name == "LOAD_ATTR" else "@trace_op"
+        hook = "__@trace_op_attr" if item.name == "LOAD_ATTR" else "__@trace_op"
         if NULL_AFTER_CALLABLE:
             seq = [load_global_plain(hook, loc), _i("PUSH_NULL", None, loc)]
         else:
@@ -407,8 +407,8 @@ def observe_operation(item: Instr, k: int, depth: int, consts: tuple, loc=None) 
     elif k == 2:
         seq = [_i("DUP_TOP_TWO", None, loc), item, _i("BUILD_TUPLE", 3, loc)]
     else:
-        return [item] + call_hook_with_token("@trace_op_result", after + 1, 1, loc, extra_consts=consts)
-    return seq + call_hook_with_token("@trace_op_packed", after + 1, 1, loc, extra_consts=consts)
+        return [item] + call_hook_with_token("__@trace_op_result", after + 1, 1, loc, extra_consts=consts)
+    return seq + call_hook_with_token("__@trace_op_packed", after + 1, 1, loc, extra_consts=consts)
 
 
 CAN_CAPTURE = HAS_COPY  # values below the top can be copied into a hook call

@@ -59,8 +59,8 @@ class OpInstrumenter(CallInstrumenter):
     def __init__(self, code, *, func_id: int, module: str, qualname: str):
         super().__init__(code, func_id=func_id, module=module, trace_reads=False)
         self.qualname = qualname
-        self.enter_hook = "@trace_op_enter"
-        self.leave_hook = "@trace_op_leave"
+        self.enter_hook = "__@trace_op_enter"
+        self.leave_hook = "__@trace_op_leave"
         self.sites: dict[int, tuple[str, int, int, str]] = {}
         self.plans: dict[int, tuple] = {}
         self._occurrences: dict = {}
@@ -239,7 +239,7 @@ class OpInstrumenter(CallInstrumenter):
         if pre is not None:
             _, n, above, site, spec = pre
             positions = [n + above - m for m in range(n)]  # the arguments, bottom first
-            out += compat.capture_values("@trace_op_capture", positions, depth, (site, spec), loc)
+            out += compat.capture_values("__@trace_op_capture", positions, depth, (site, spec), loc)
         plan = self.plans.get(i)
         if not plan:
             return False
@@ -251,21 +251,21 @@ class OpInstrumenter(CallInstrumenter):
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
             _, site, spec, opname, receiver = plan
-            packed = compat.call_with_packed_args(item, depth, "@trace_op_capture_packed", (site, spec), loc)
+            packed = compat.call_with_packed_args(item, depth, "__@trace_op_capture_packed", (site, spec), loc)
             out += packed if packed is not None else [item]
             after = depth + item.stack_effect(jump=False)
-            out += compat.call_hook_with_token("@trace_op_call", after + 1, 1, loc,
+            out += compat.call_hook_with_token("__@trace_op_call", after + 1, 1, loc,
                                                extra_consts=(site, spec, opname, receiver))
         elif kind == "G":
             _, site, key = plan
             out.append(item)
-            out += compat.call_hook_with_token("@trace_op_global", depth + 2, 1, loc,
+            out += compat.call_hook_with_token("__@trace_op_global", depth + 2, 1, loc,
                                                extra_consts=(site, key))
         elif kind == "S":
             _, name, source = plan
             out.append(item)
             out.append(Instr("LOAD_FAST", name, location=loc))
-            out += compat.call_hook_with_token("@trace_op_store", depth + 1, 1, loc,
+            out += compat.call_hook_with_token("__@trace_op_store", depth + 1, 1, loc,
                                                extra_consts=(name, source), keep_result=False)
         elif kind == "F":
             out.append(item)  # restoring a comprehension variable: may be NULL, never touched
@@ -277,12 +277,12 @@ class OpInstrumenter(CallInstrumenter):
         """Pattern C: `x = a op b` runs untouched; untracked operands are captured before."""
         _, k, site, spec, opname, store, target = plan
         positions = [k - m for m, entry in enumerate(spec) if entry[0] == "?"]
-        seq = compat.capture_values("@trace_op_capture", positions, depth, (site, None), loc)
+        seq = compat.capture_values("__@trace_op_capture", positions, depth, (site, None), loc)
         seq += [item, store]
         load = "LOAD_FAST" if store.name == "STORE_FAST" else "LOAD_DEREF"
         seq.append(Instr(load, store.arg, location=loc))
         after = depth - k + 1  # the stored value pushed again
-        seq += compat.call_hook_with_token("@trace_op_stored", after + 1, 1, loc,
+        seq += compat.call_hook_with_token("__@trace_op_stored", after + 1, 1, loc,
                                            extra_consts=(site, spec, opname, target), keep_result=False)
         return seq
 
@@ -294,11 +294,11 @@ class NestedOpInstrumenter(OpInstrumenter):
         super().__init__(code, func_id=func_id, module=module, qualname=qualname)
         self.sites = owner.sites
         self._occurrences = owner._occurrences
-        self.enter_hook = "@trace_op_nested_enter"
-        self.leave_hook = self.gen_leave_hook = "@trace_nested_pass"
-        self.suspend_hook = self.pause_hook = "@trace_nested_pass"
-        self.fail_hook = "@trace_nested_fail"
-        self.resume_hook = "@trace_nested_resume"
+        self.enter_hook = "__@trace_op_nested_enter"
+        self.leave_hook = self.gen_leave_hook = "__@trace_nested_pass"
+        self.suspend_hook = self.pause_hook = "__@trace_nested_pass"
+        self.fail_hook = "__@trace_nested_fail"
+        self.resume_hook = "__@trace_nested_resume"
 
     def entry_call(self, loc) -> list:
         return compat.push_hook(self.enter_hook, loc) + compat.call(0, loc)

@@ -13,8 +13,8 @@ FLUSH_TIMEOUT_S = 60.0
 
 
 def is_instrumented(func) -> bool:
-    """True when the tracer rewrote `func`'s code (its hooks are `@trace_*` globals, docs/internals.md §4)."""
-    return any(name.startswith("@trace_") for name in func.__code__.co_names)
+    """True when the tracer rewrote `func`'s code (its hooks are `__@trace_*` globals, docs/internals.md §4)."""
+    return any(name.startswith("__@trace_") for name in func.__code__.co_names)
 
 
 def flush() -> None:
