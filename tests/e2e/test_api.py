@@ -354,3 +354,45 @@ def test_a_program_run_again_after_an_unreadable_llm_answer_asks_the_llm_again(l
     again = run_program(loop, project, body, "--session", "again", "--target", "app:greet", "--param", "app:PROMPT")
 
     assert lines_of(again) == ["1"]
+
+
+RATE_APP = '''\
+RATE = 0.5
+
+
+def scale(x):
+    return x * RATE
+'''
+
+
+def test_a_rejected_suggestion_is_explained_to_the_optimizer_in_the_next_step(loop, project):
+    answers = iter(["a lot", 2.0])
+
+    def wrong_type_then_right(request):
+        if not is_optoprime_prompt(request):
+            return optoprime_answer({})
+        value = next(answers)
+        return optoprime_answer({name: value for type_name, name, _ in optoprime_variables(request.prompt_text)
+                                 if type_name == "float"})
+    loop.answer = wrong_type_then_right
+    write_files(project, {"app.py": RATE_APP, "program.py": '''\
+        import tracer, app
+        out = app.scale(2)
+        for attempt in (1, 2):
+            tracer.feedback(out, "The result must be larger.")
+            try:
+                print(attempt, tracer.step(timeout=60))
+            except tracer.SuggestionRejected as exc:
+                print(attempt, "SuggestionRejected |", exc.reason)
+        print(app.scale(2))
+    '''})
+
+    run = loop.trace_run(["--session", "rate", "--target", "app:scale", "--param", "app:RATE", "program.py"], project)
+
+    first, second, result = lines_of(run)
+    assert first == "1 SuggestionRejected | every suggestion was rejected: app.RATE: suggested value for RATE " \
+                    "rejected: 'a lot' is not a float literal"
+    assert second == "2 version 1: app.RATE: 0.5 -> 2.0"
+    assert result == "4.0"
+    retry_prompt = loop.optoprime_requests()[1].prompt_text
+    assert "'a lot' is not a float literal" in retry_prompt
