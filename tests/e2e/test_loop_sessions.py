@@ -228,6 +228,45 @@ def test_a_process_without_the_module_of_a_new_function_body_still_applies_the_r
     assert worker.read_line() == "patched Hello worker!"
 
 
+# The parent steps; its multiprocessing child (traced by trace-run too) only serves.
+MULTIPROCESSING = '''\
+import multiprocessing, sys, time
+import tracer
+import greeting
+
+
+def child(queue):
+    first = greeting.render("child")
+    queue.put(first)
+    deadline = time.monotonic() + 30
+    while greeting.render("child") == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    queue.put(greeting.render("child"))
+
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context(sys.argv[1])
+    queue = context.Queue()
+    worker = context.Process(target=child, args=(queue,))
+    worker.start()
+    print("child", queue.get(timeout=60), flush=True)
+    tracer.feedback(greeting.render("parent"), "Greet politely: start with 'Hello' and end with '!'.")
+    print("step", tracer.step(timeout=60).version, flush=True)
+    print("child", queue.get(timeout=60), flush=True)
+    worker.join(30)
+'''
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_a_multiprocessing_child_receives_the_version_its_parent_learned(team, project, start_method):
+    write_files(project, {"parent.py": MULTIPROCESSING})
+
+    run = team.trace_run([*MARKING, "parent.py", start_method], project)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["child hi child", "step 1", "child Hello child!"]
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "tracer/import_hook.py registers --param globals only after their module has executed "
     "(register_config_params after exec), so the catch-up value a late process receives is applied after "
