@@ -39,23 +39,63 @@ MAX_NODES = 200          # summaries inside one summary, in total
 MAX_SUMMARY_NESTING = 32  # containers a received summary may nest (validate/render bound)
 
 _CONTAINERS = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset", dict: "dict"}
-_SCALARS = (type(None), bool, float)
 _SPECIAL_FLOATS = {"nan", "inf", "-inf"}
 _DECIMAL_BITS = 4000 * 3  # ints up to ~3600 digits are shown in decimal (below CPython's 4300-digit limit)
 _TYPE_QUALNAME = type.__dict__["__qualname__"].__get__
 _TYPE_MODULE = type.__dict__["__module__"].__get__
+_isfinite = math.isfinite
+_NoneType = type(None)
 
 
 def summarize(obj: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS,
               max_text: int = MAX_TEXT, max_nodes: int = MAX_NODES) -> dict:
     """A bounded, msgpack-ready summary of `obj` (format in the module docstring)."""
+    # The tracer summarises hundreds of thousands of values a second, most of
+    # them small scalars: those are built right here, and a container of
+    # nothing but such scalars without the summarizer object either.
+    summary = _verbatim(obj, max_text)
+    if summary is not None:
+        return summary
     kind = type(obj)
-    # Fast path for the common small scalars: no summarizer state needed.
-    if (kind is int and INT_MIN <= obj <= UINT_MAX) or (kind in _SCALARS and (kind is not float or math.isfinite(obj))):
-        return {"t": kind.__name__, "id": id(obj), "v": obj}
-    if kind is str and len(obj) <= max_text and obj.isascii():
-        return {"t": "str", "id": id(obj), "v": obj}
+    if (kind is list or kind is tuple) and 0 < max_depth and len(obj) <= max_items and len(obj) <= max_nodes:
+        summary = _flat_sequence(obj, _CONTAINERS[kind], max_text)
+        if summary is not None:
+            return summary
     return _Summarizer(max_depth, max_items, max_text, max_nodes).summary(obj, 0)
+
+
+def _verbatim(obj: Any, max_text: int) -> dict | None:
+    """The summary of a scalar shown as it is (None, bool, 64-bit int, finite float, short ASCII str), else None."""
+    kind = type(obj)
+    if kind is str:
+        if len(obj) <= max_text and obj.isascii():
+            return {"t": "str", "id": id(obj), "v": obj}
+    elif kind is int:
+        if INT_MIN <= obj <= UINT_MAX:
+            return {"t": "int", "id": id(obj), "v": obj}
+    elif kind is float:
+        if _isfinite(obj):
+            return {"t": "float", "id": id(obj), "v": obj}
+    elif kind is bool or kind is _NoneType:
+        return {"t": kind.__name__, "id": id(obj), "v": obj}
+    return None
+
+
+def _flat_sequence(obj: list | tuple, name: str, max_text: int) -> dict | None:
+    """The summary of a short list/tuple whose items are all verbatim scalars, else None.
+
+    Exactly what the summarizer gives for it (every item shown, no cut), in
+    one pass with no summarizer state: a flat sequence cannot hold a cycle.
+    """
+    items = []
+    for item in obj:
+        summary = _verbatim(item, max_text)
+        if summary is None:
+            return None
+        items.append(summary)
+    if len(items) != len(obj):  # another thread resized the list meanwhile
+        return None
+    return {"t": name, "id": id(obj), "len": len(items), "items": items, "trunc": False}
 
 
 class _Summarizer:
@@ -67,17 +107,16 @@ class _Summarizer:
         self.open_containers: set[int] = set()
 
     def summary(self, obj: Any, depth: int) -> dict:
+        summary = _verbatim(obj, self.max_text)
+        if summary is not None:
+            return summary
         kind = type(obj)
         if kind is int:
-            if INT_MIN <= obj <= UINT_MAX:
-                return {"t": "int", "id": id(obj), "v": obj}
             return self._big_int(obj)
         if kind is str:
             return self._text(obj, "str")
-        if kind is float and not math.isfinite(obj):
+        if kind is float:  # not finite
             return {"t": "float", "id": id(obj), "special": "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
-        if kind in _SCALARS:
-            return {"t": kind.__name__, "id": id(obj), "v": obj}
         if kind is bytes or kind is bytearray:
             return self._text(obj, kind.__name__)
         name = _CONTAINERS.get(kind)
@@ -126,6 +165,12 @@ class _Summarizer:
         return out
 
     def _container(self, obj: Any, name: str, depth: int) -> dict:
+        if (name == "list" or name == "tuple") and depth < self.max_depth \
+                and len(obj) <= self.max_items and len(obj) <= self.nodes_left:
+            flat = _flat_sequence(obj, name, self.max_text)
+            if flat is not None:
+                self.nodes_left -= flat["len"]
+                return flat
         out = {"t": name, "id": id(obj), "len": len(obj)}
         if id(obj) in self.open_containers:
             out["cycle"] = True
@@ -136,17 +181,22 @@ class _Summarizer:
             out["trunc"] = len(obj) > 0
             return out
         self.open_containers.add(id(obj))
+        summary = self.summary
+        inner = depth + 1
+        max_items = self.max_items
         try:
-            source = obj.items() if name == "dict" else obj
-            cost = 2 if name == "dict" else 1
-            for item in source:
-                if len(items) >= self.max_items or self.nodes_left < cost:
-                    break
-                self.nodes_left -= cost
-                if name == "dict":
-                    items.append([self.summary(item[0], depth + 1), self.summary(item[1], depth + 1)])
-                else:
-                    items.append(self.summary(item, depth + 1))
+            if name == "dict":
+                for key, value in obj.items():
+                    if len(items) >= max_items or self.nodes_left < 2:
+                        break
+                    self.nodes_left -= 2
+                    items.append([summary(key, inner), summary(value, inner)])
+            else:
+                for item in obj:
+                    if len(items) >= max_items or self.nodes_left < 1:
+                        break
+                    self.nodes_left -= 1
+                    items.append(summary(item, inner))
         except RuntimeError:
             # Another thread resized the dict or set while we walked it: keep what we saw.
             pass

@@ -38,6 +38,12 @@ _SMALL_INTS = range(-5, 257)
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_]+")
 _TRACEBACK_LIMIT = 20000
 
+# The types a code object's constants have (the compiler's; literal
+# parameters are str or numbers). Only a result of one of these types can be
+# "a constant of the function that returned it", so only those pay for
+# looking up the function's current code.
+_CONSTANT_TYPES = frozenset({int, float, complex, str, bytes, tuple, frozenset, types.CodeType})
+
 
 def is_shareable(obj: Any) -> bool:
     """True if CPython may hand out this very object for an equal literal elsewhere.
@@ -60,24 +66,47 @@ def is_shareable(obj: Any) -> bool:
     return False
 
 
-def _summarize(obj: Any) -> dict:
-    if hooks.is_clipped(obj):
-        _, head, length, type_name = obj
-        return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
-    return summarize(obj)
+def _unlinkable(obj: Any) -> bool:
+    """True if identity must never link `obj`: it is shareable, or a hook's clipped copy of a long str."""
+    kind = type(obj)
+    # the commonest kinds first: this runs for every traced input and result
+    if kind is float:
+        return False
+    if kind is int:
+        return -5 <= obj <= 256
+    if kind is tuple:
+        return len(obj) == 0 or hooks.is_clipped(obj)
+    return is_shareable(obj)
+
+
+def _clipped_summary(obj: tuple) -> dict:
+    """The wire summary of a hook's clipped copy: it stands for the long str/bytes it was cut from."""
+    _, head, length, type_name = obj
+    return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
 
 
 class _Episode:
-    """What one episode keeps alive: objects by id, and which node they are."""
+    """What one episode knows about values, and the objects it keeps alive for that.
+
+    Invariant: an object's id is a key of `produced`, `sources`,
+    `last_result` or `refs` (or in `ambiguous`) only once the object is in
+    `alive`, which is emptied only with the whole episode. No other object
+    can get that id meanwhile, so finding the id of a live object finds that
+    very object: the lookups need no identity check and no (node, object)
+    pair per entry (fewer allocations for the cyclic GC to walk).
+    """
+
+    __slots__ = ("alive", "produced", "ambiguous", "sources", "last_result", "ops", "param_nodes", "refs")
 
     def __init__(self) -> None:
-        self.produced: dict[int, tuple[int, Any]] = {}   # id -> (node, obj): unique producer so far
-        self.ambiguous: dict[int, Any] = {}              # id -> obj: produced more than once
-        self.sources: dict[int, tuple[int, Any]] = {}    # id -> (node, obj): inputs with no producer
-        self.last_result: dict[int, tuple[int, Any]] = {}  # id -> (node, obj): most recent traced result
-        self.ops: dict[int, int] = {}                    # op id -> func id (calls seen)
+        self.alive: list = []
+        self.produced: dict[int, int] = {}     # id -> node: the unique traced producer so far
+        self.ambiguous: set[int] = set()        # ids produced more than once
+        self.sources: dict[int, int] = {}      # id -> node: inputs with no producer, and parameter values
+        self.last_result: dict[int, int] = {}  # id -> node: the most recent traced result
+        self.ops: dict[int, int] = {}          # op id -> func id (calls seen)
         self.param_nodes: set[int] = set()
-        self.refs: dict[int, tuple[int, tuple]] = {}         # op mode: id(ref) -> (node, ref)
+        self.refs: dict[int, int] = {}         # op mode: id(ref) -> node
 
 
 class Resolver:
@@ -90,9 +119,11 @@ class Resolver:
         self._sent_sites: set[int] = set()
         self._pending_functions: list[int] = []
         self._pending_sites: list[int] = []
-        self._constants: dict[int, tuple] = {}  # func id -> (id of its current code, constant ids)
+        self._constants: dict[int, tuple] = {}  # func id -> (its code when cached, ids of that code's constants)
+        self._constants_now: dict[Optional[int], frozenset] = {}  # the same, checked during this convert()
         self._argnames_cache: dict[int, list] = {}
-        self._defaults_cache: dict[int, tuple] = {}
+        self._defaults_cache: dict[int, dict] = {}
+        self._defaults_generation: Any = None   # tracer.params generation the defaults cache is for
         self._thread = 0
         self.skipped = 0   # events dropped because their call was not seen in this episode
         self.errors = 0    # records that could not be converted
@@ -110,21 +141,23 @@ class Resolver:
             chunks = drained
         else:
             chunks = [(0, drained)]
+        self._check_default_params()
+        self._constants_now.clear()
+        handlers = _HANDLERS
         for thread, records in chunks:
             self._thread = thread
             for record in records:
                 try:
-                    self._convert_one(record, events)
+                    # one dict lookup instead of a chain of tag comparisons; an
+                    # unknown tag (KeyError) or a malformed record is counted
+                    handlers[record[0]](self, record, events)
                 except Exception:
                     self.errors += 1
         return events
 
     def node_for_value(self, obj: Any) -> Optional[int]:
         """The node of the most recent traced result that IS `obj` in this episode, or None."""
-        entry = self._episode.last_result.get(id(obj))
-        if entry is not None and entry[1] is obj:
-            return entry[0]
-        return None
+        return self._episode.last_result.get(id(obj))  # exact by the _Episode invariant
 
     def node_for_exception(self, exc: BaseException) -> Optional[int]:
         """The node of an exception that left a marked call in this episode (the outermost such call), or None."""
@@ -164,26 +197,29 @@ class Resolver:
 
     def _value_node(self, obj: Any, events: list) -> int:
         node = self._next_node()
-        events.append(["v", node, _summarize(obj)])
+        if type(obj) is tuple and hooks.is_clipped(obj):
+            events.append(["v", node, _clipped_summary(obj)])
+        else:
+            events.append(["v", node, summarize(obj)])
         return node
 
     def _input_node(self, obj: Any, events: list) -> int:
         """The node an input value came from (call mode: by identity, where exact)."""
         ep = self._episode
         key = id(obj)
-        entry = ep.sources.get(key)
-        if entry is not None and entry[1] is obj and entry[0] in ep.param_nodes:
-            return entry[0]  # a parameter's own (unshared) value
-        if not is_shareable(obj) and not hooks.is_clipped(obj):
-            entry = ep.produced.get(key)
-            if entry is not None and entry[1] is obj:
-                return entry[0]
+        node = ep.sources.get(key)
+        if node is not None and node in ep.param_nodes:
+            return node  # a parameter's own (unshared) value
+        if not _unlinkable(obj):
+            produced = ep.produced.get(key)
+            if produced is not None:
+                return produced
             if key not in ep.ambiguous:
-                entry = ep.sources.get(key)
-                if entry is not None and entry[1] is obj:
-                    return entry[0]
+                if node is not None:
+                    return node
                 node = self._value_node(obj, events)
-                ep.sources[key] = (node, obj)
+                ep.sources[key] = node
+                ep.alive.append(obj)
                 return node
         return self._value_node(obj, events)
 
@@ -192,82 +228,50 @@ class Resolver:
         ep = self._episode
         node = self._value_node(obj, events)
         key = id(obj)
-        entry = ep.last_result[key] = (node, obj)
-        if is_shareable(obj) or hooks.is_clipped(obj) or self._is_constant_of(func_id, obj):
+        ep.last_result[key] = node
+        ep.alive.append(obj)
+        if _unlinkable(obj) or (type(obj) in _CONSTANT_TYPES and id(obj) in self._constant_ids(func_id)):
             return node
         if key in ep.ambiguous:
             return node
         if key in ep.produced:
             # a second producer of the same object: identity no longer says which one
-            ep.ambiguous[key] = ep.produced.pop(key)[1]
+            del ep.produced[key]
+            ep.ambiguous.add(key)
             return node
-        ep.produced[key] = entry
+        ep.produced[key] = node
         return node
 
-    def _is_constant_of(self, func_id: Optional[int], obj: Any) -> bool:
-        """True if `obj` is a constant of the marked function's code (as it is now: patches swap code)."""
+    def _constant_ids(self, func_id: Optional[int]) -> frozenset:
+        """ids of the constants of the marked function's code as it is now (patches swap code).
+
+        Looked up once per function per convert(): finding the function's
+        current code costs more than the rest of converting a result.
+        """
+        ids = self._constants_now.get(func_id)
+        if ids is None:
+            ids = self._constants_now[func_id] = self._current_constant_ids(func_id)
+        return ids
+
+    def _current_constant_ids(self, func_id: Optional[int]) -> frozenset:
         if func_id is None:
-            return False
+            return frozenset()
         from tracer import marking
 
         entry = marking.registry.get(func_id)
         func = entry.function() if entry is not None else None
-        current = id(func.__code__) if func is not None else None
+        current = func.__code__ if func is not None else None
         cached = self._constants.get(func_id)
-        if cached is None or cached[0] != current:
+        # The code object itself is kept (not its id), so the ids of its
+        # constants stay theirs even after a patch swapped it out.
+        if cached is None or cached[0] is not current:
             cached = self._constants[func_id] = (current, _constant_ids(func_id))
-        return id(obj) in cached[1]
+        return cached[1]
 
     # -- records ----------------------------------------------------------
 
-    def _convert_one(self, record: tuple, events: list) -> None:
-        tag = record[0]
-        if tag == "call" or tag == "callref":
-            self._call(record, events, tag == "callref")
-        elif tag == "ret" or tag == "retref":
-            _, op, value, t = record
-            func_id = self._episode.ops.get(op)
-            if func_id is None:
-                self.skipped += 1
-                return
-            if tag == "retref":  # op mode: [node, value]
-                ref = value
-                node = self._output_node(ref[0], events, func_id)
-                self._set_ref(ref, node)
-            else:
-                node = self._output_node(value, events, func_id)
-            events.append(["ret", op, node, t])
-        elif tag == "exc":
-            _, op, exc, tb, t = record
-            func_id = self._episode.ops.get(op)
-            if func_id is None:
-                self.skipped += 1
-                return
-            events.append(["exc", op, _type_name(exc), _message(exc),
-                           annotated_traceback(exc, tb, func_id), t])
-            # Like opto's ExceptionNode: the exception is the value the failed
-            # call produced, so feedback can be given on it (node_for_exception).
-            node = self._output_node(exc, events, func_id)
-            events.append(["ret", op, node, t])
-        elif tag == "read" or tag == "readref":
-            _, op, name, value = record
-            if op not in self._episode.ops:
-                self.skipped += 1
-                return
-            if tag == "readref":  # op mode: the load site's ref
-                node = self._param_node(name, value[0], events)
-                self._set_ref(value, node)
-            else:
-                node = self._param_node(name, value, events)
-            events.append(["read", op, name, node])
-        elif tag == "op":
-            self._op(record, events)
-        else:
-            self.errors += 1
-
-    def _call(self, record: tuple, events: list, refs: bool) -> None:
+    def _call(self, record: tuple, events: list, refs: bool = False) -> None:
         _, op, func_id, parent, args, t = record
-        thread = self._thread
         ep = self._episode
         ep.ops[op] = func_id
         if parent is not None and parent not in ep.ops:
@@ -275,34 +279,91 @@ class Resolver:
         if func_id not in self._sent_functions:
             self._sent_functions.add(func_id)
             self._pending_functions.append(func_id)
-        names = self._argnames(func_id, len(args))
-        defaults = self._default_params(func_id)
+        names = self._argnames_cache.get(func_id)
+        if names is None or len(names) < len(args):
+            names = self._argnames_cache[func_id] = _argnames(func_id, len(args))
+        defaults = self._defaults_cache.get(func_id)
+        if defaults is None:
+            defaults = self._defaults_cache[func_id] = _default_params(func_id)
         inputs = []
-        reads = []
-        for name, value in zip(names, args):
+        reads = None
+        for name, value in zip(names, args):  # names is at least as long as args
             ref = None
             if refs:  # op mode: the argument's ref in the callee's shadow
                 ref, value = value, value[0]
-            record_ = defaults.get(name) if defaults else None
-            if record_ is not None and _current_value(record_) is value:
-                node = self._param_node(record_.name, value, events)
-                reads.append(["read", op, record_.name, node])
-            elif ref is not None and self._ref_node(ref) is not None:
-                node = self._ref_node(ref)  # op mode: the caller's own value node for this argument
+            param = defaults.get(name) if defaults else None
+            if param is not None and _current_value(param) is value:
+                node = self._param_node(param.name, value, events)
+                if reads is None:
+                    reads = []
+                reads.append(["read", op, param.name, node])
+            elif ref is not None and id(ref) in ep.refs:
+                node = ep.refs[id(ref)]  # op mode: the caller's own value node for this argument
             else:
                 node = self._input_node(value, events)
             if ref is not None:
                 self._set_ref(ref, node)
             inputs.append([name, node])
-        events.append(["call", op, func_id, parent, inputs, thread, t])
-        events.extend(reads)
+        events.append(["call", op, func_id, parent, inputs, self._thread, t])
+        if reads:
+            events.extend(reads)
+
+    def _callref(self, record: tuple, events: list) -> None:
+        self._call(record, events, True)
+
+    def _ret(self, record: tuple, events: list) -> None:
+        _, op, value, t = record
+        func_id = self._episode.ops.get(op)
+        if func_id is None:
+            self.skipped += 1
+            return
+        events.append(["ret", op, self._output_node(value, events, func_id), t])
+
+    def _retref(self, record: tuple, events: list) -> None:
+        _, op, ref, t = record  # op mode: the ref of the returned value
+        func_id = self._episode.ops.get(op)
+        if func_id is None:
+            self.skipped += 1
+            return
+        node = self._output_node(ref[0], events, func_id)
+        self._set_ref(ref, node)
+        events.append(["ret", op, node, t])
+
+    def _exc(self, record: tuple, events: list) -> None:
+        _, op, exc, tb, t = record
+        func_id = self._episode.ops.get(op)
+        if func_id is None:
+            self.skipped += 1
+            return
+        events.append(["exc", op, _type_name(exc), _message(exc),
+                       annotated_traceback(exc, tb, func_id), t])
+        # Like opto's ExceptionNode: the exception is the value the failed
+        # call produced, so feedback can be given on it (node_for_exception).
+        node = self._output_node(exc, events, func_id)
+        events.append(["ret", op, node, t])
+
+    def _read(self, record: tuple, events: list) -> None:
+        _, op, name, value = record
+        if op not in self._episode.ops:
+            self.skipped += 1
+            return
+        events.append(["read", op, name, self._param_node(name, value, events)])
+
+    def _readref(self, record: tuple, events: list) -> None:
+        _, op, name, ref = record  # op mode: the load site's ref
+        if op not in self._episode.ops:
+            self.skipped += 1
+            return
+        node = self._param_node(name, ref[0], events)
+        self._set_ref(ref, node)
+        events.append(["read", op, name, node])
 
     def _param_node(self, name: str, value: Any, events: list) -> int:
         ep = self._episode
         key = id(value)
-        entry = ep.sources.get(key)
-        if entry is not None and entry[1] is value and entry[0] in ep.param_nodes:
-            return entry[0]
+        node = ep.sources.get(key)
+        if node is not None and node in ep.param_nodes:
+            return node
         node = self._value_node(value, events)
         events.append(["param", node, name])
         ep.param_nodes.add(node)
@@ -310,7 +371,8 @@ class Resolver:
         # parameter's current value is then exactly this object
         unshared = type(value) in (str, bytes) and len(value) >= 2
         if (unshared or not is_shareable(value)) and key not in ep.produced:
-            ep.sources[key] = (node, value)
+            ep.sources[key] = node
+            ep.alive.append(value)
         return node
 
     def _op(self, record: tuple, events: list) -> None:
@@ -326,7 +388,7 @@ class Resolver:
         for ref in refs:
             if ref is None:
                 continue
-            node = self._ref_node(ref)
+            node = ep.refs.get(id(ref))
             if node is None:
                 # untracked by the rewriter: a fresh node (identity-linked only where exact)
                 node = self._input_node(ref[0], events)
@@ -335,36 +397,40 @@ class Resolver:
         value = out[0]
         node = self._value_node(value, events)
         self._set_ref(out, node)
-        ep.last_result[id(value)] = (node, value)
+        ep.last_result[id(value)] = node
+        ep.alive.append(value)
         events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
 
+    def _check_default_params(self) -> None:
+        """Forget the cached default-argument parameters if tracer.params changed since they were found.
 
-    def _argnames(self, func_id: int, n: int) -> list[str]:
-        names = self._argnames_cache.get(func_id)
-        if names is None or len(names) < n:
-            names = self._argnames_cache[func_id] = _argnames(func_id, n)
-        return names[:n]
-
-    def _default_params(self, func_id: int) -> dict:
-        """arg name -> ParamRecord for the function's default-argument parameters (cached per generation)."""
+        Checked once per convert(), not per call: parameters registered
+        while one batch is converted are seen from the next batch on.
+        """
         params = sys.modules.get("tracer.params")
         registry = getattr(params, "registry", None) if params is not None else None
-        if registry is None:
-            return {}
-        generation = getattr(registry, "generation", None)
-        cached = self._defaults_cache.get(func_id)
-        if cached is not None and cached[0] == generation:
-            return cached[1]
-        found = _default_params(func_id)
-        self._defaults_cache[func_id] = (generation, found)
-        return found
-
-    def _ref_node(self, ref: tuple) -> Optional[int]:
-        entry = self._episode.refs.get(id(ref))
-        return entry[0] if entry is not None and entry[1] is ref else None
+        generation = getattr(registry, "generation", None) if registry is not None else None
+        if generation != self._defaults_generation or registry is None:
+            self._defaults_cache.clear()
+            self._defaults_generation = generation
 
     def _set_ref(self, ref: tuple, node: int) -> None:
-        self._episode.refs[id(ref)] = (node, ref)  # keeps the ref alive: its id stays unique
+        ep = self._episode
+        ep.refs[id(ref)] = node
+        ep.alive.append(ref)  # its id stays unique for the episode (the _Episode invariant)
+
+
+# record tag -> Resolver method that converts it
+_HANDLERS = {
+    "call": Resolver._call,
+    "callref": Resolver._callref,
+    "ret": Resolver._ret,
+    "retref": Resolver._retref,
+    "exc": Resolver._exc,
+    "read": Resolver._read,
+    "readref": Resolver._readref,
+    "op": Resolver._op,
+}
 
 
 def _argnames(func_id: int, n: int) -> list[str]:
