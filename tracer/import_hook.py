@@ -272,6 +272,8 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
     def _after_exec(self, module: types.ModuleType) -> None:
         register_marked_functions(module.__dict__, module.__name__, self.marked)
         register_config_params(module.__dict__, self.params)
+        if self.marked:
+            _apply_deferred_sources()
 
     exec_module = _exec_module_without_visible_frames  # (self, module): before, run the body, after
 
@@ -388,6 +390,15 @@ def _install_hook_globals(namespace: dict) -> None:
 
 
 # -- registering and in-place instrumentation ----------------------------------
+
+
+def _apply_deferred_sources() -> None:
+    # A process that joined a session may hold new source for functions of a
+    # module it had not imported yet (the patcher defers it). Swap it in now,
+    # before the importer's first call, not at the flusher's next cycle.
+    params = sys.modules.get("tracer.params")  # no patch arrived if it was never imported
+    if params is not None and params.registry.deferred_sources:
+        params.registry.records()  # registers the new functions and swaps deferred sources in
 
 
 def register_marked_functions(namespace: dict, module_name: str, marked) -> int:

@@ -116,11 +116,6 @@ def test_a_process_that_joins_after_the_step_runs_the_learned_code(loop, project
     assert late.stdout.splitlines() == ["late 33.0"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracer/import_hook.py TraceLoader._after_exec registers the module's marked functions but nothing asks "
-    "tracer.params for them until the flusher's next cycle, so a new body deferred for them is swapped in "
-    "~50 ms later: the first calls right after the import still run the old code. Fix: call "
-    "params.registry.records() (it registers them and swaps deferred sources in) after register_marked_functions"))
 def test_a_process_that_joins_after_the_step_runs_the_learned_code_from_its_first_call(loop, project):
     write_files(project, {"pricing.py": PRICING, "driver.py": DRIVER,
                           "first_call.py": "import pricing\nprint('late', pricing.total([10, 20]))\n"})
