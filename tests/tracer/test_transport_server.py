@@ -72,9 +72,19 @@ class ProtocolServer:
     def close(self) -> None:
         self.paused.clear()
         if self._thread.is_alive():
-            self.kill()
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        # Finish every connection's task before the loop stops: a task left
+        # pending is reported ("Task was destroyed but it is pending!") at exit.
+        await self._kill()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         if os.path.exists(self.path):
