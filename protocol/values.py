@@ -53,7 +53,7 @@ def summarize(obj: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEM
     # The tracer summarises hundreds of thousands of values a second, most of
     # them small scalars: those are built right here, and a container of
     # nothing but such scalars without the summarizer object either.
-    summary = _verbatim(obj, max_text)
+    summary = verbatim_summary(obj, max_text)
     if summary is not None:
         return summary
     kind = type(obj)
@@ -64,8 +64,13 @@ def summarize(obj: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEM
     return _Summarizer(max_depth, max_items, max_text, max_nodes).summary(obj, 0)
 
 
-def _verbatim(obj: Any, max_text: int) -> dict | None:
-    """The summary of a scalar shown as it is (None, bool, 64-bit int, finite float, short ASCII str), else None."""
+def verbatim_summary(obj: Any, max_text: int = MAX_TEXT) -> dict | None:
+    """What `summarize` gives for a scalar shown as it is (None, bool, 64-bit int,
+    finite float, short ASCII str); None for anything else.
+
+    For callers that summarise many values and want the commonest ones
+    without the rest of `summarize` (the tracer's provenance resolver).
+    """
     kind = type(obj)
     if kind is str:
         if len(obj) <= max_text and obj.isascii():
@@ -89,7 +94,7 @@ def _flat_sequence(obj: list | tuple, name: str, max_text: int) -> dict | None:
     """
     items = []
     for item in obj:
-        summary = _verbatim(item, max_text)
+        summary = verbatim_summary(item, max_text)
         if summary is None:
             return None
         items.append(summary)
@@ -107,7 +112,7 @@ class _Summarizer:
         self.open_containers: set[int] = set()
 
     def summary(self, obj: Any, depth: int) -> dict:
-        summary = _verbatim(obj, self.max_text)
+        summary = verbatim_summary(obj, self.max_text)
         if summary is not None:
             return summary
         kind = type(obj)

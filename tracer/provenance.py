@@ -31,7 +31,7 @@ import traceback
 import types
 from typing import Any, Optional
 
-from protocol.values import summarize
+from protocol.values import summarize, verbatim_summary
 from tracer import hooks
 
 _SMALL_INTS = range(-5, 257)
@@ -130,13 +130,17 @@ class Resolver:
 
     # -- public API --------------------------------------------------------
 
-    def convert(self, drained) -> list[list]:
+    def convert(self, drained) -> list[tuple]:
         """Wire events for `drained`: a list of (thread ident, records) as `buffers.drain()` returns.
 
+        Each event is a tuple laid out as docs/internals.md §3 shows (msgpack
+        sends it as the array the daemon receives): tuples of plain data are
+        untracked by the cyclic GC once it has seen them, so a batch waiting
+        to be encoded never makes the program's garbage collections longer.
         A bare list of records is accepted too. Never raises for a bad
         record: it is skipped and counted in `errors`.
         """
-        events: list[list] = []
+        events: list[tuple] = []
         if drained and isinstance(drained[0], tuple) and len(drained[0]) == 2 and isinstance(drained[0][1], list):
             chunks = drained
         else:
@@ -197,10 +201,10 @@ class Resolver:
 
     def _value_node(self, obj: Any, events: list) -> int:
         node = self._next_node()
-        if type(obj) is tuple and hooks.is_clipped(obj):
-            events.append(["v", node, _clipped_summary(obj)])
-        else:
-            events.append(["v", node, summarize(obj)])
+        summary = verbatim_summary(obj)  # most values: saves summarize()'s own checks
+        if summary is None:
+            summary = _clipped_summary(obj) if type(obj) is tuple and hooks.is_clipped(obj) else summarize(obj)
+        events.append(("v", node, summary))
         return node
 
     def _input_node(self, obj: Any, events: list) -> int:
@@ -272,9 +276,9 @@ class Resolver:
 
     def _call(self, record: tuple, events: list, refs: bool = False) -> None:
         _, op, func_id, parent, args, t = record
-        ep = self._episode
-        ep.ops[op] = func_id
-        if parent is not None and parent not in ep.ops:
+        ops = self._episode.ops
+        ops[op] = func_id
+        if parent is not None and parent not in ops:
             parent = None  # the enclosing call belongs to an earlier episode
         if func_id not in self._sent_functions:
             self._sent_functions.add(func_id)
@@ -285,8 +289,22 @@ class Resolver:
         defaults = self._defaults_cache.get(func_id)
         if defaults is None:
             defaults = self._defaults_cache[func_id] = _default_params(func_id)
+        reads: list = []
+        if defaults or refs:
+            inputs = self._call_inputs(op, names, args, defaults, refs, events, reads)
+        else:  # the common case: call mode, no default-argument parameters
+            input_node = self._input_node
+            inputs = tuple([(name, input_node(value, events)) for name, value in zip(names, args)])
+        events.append(("call", op, func_id, parent, inputs, self._thread, t))
+        if reads:
+            events.extend(reads)
+
+    def _call_inputs(self, op: int, names: list, args: tuple, defaults: dict, refs: bool,
+                     events: list, reads: list) -> tuple:
+        """A call's (argument name, node) pairs when an argument may be a default-argument
+        parameter (its read goes to `reads`) or comes with its op-mode ref."""
+        ep = self._episode
         inputs = []
-        reads = None
         for name, value in zip(names, args):  # names is at least as long as args
             ref = None
             if refs:  # op mode: the argument's ref in the callee's shadow
@@ -294,19 +312,15 @@ class Resolver:
             param = defaults.get(name) if defaults else None
             if param is not None and _current_value(param) is value:
                 node = self._param_node(param.name, value, events)
-                if reads is None:
-                    reads = []
-                reads.append(["read", op, param.name, node])
+                reads.append(("read", op, param.name, node))
             elif ref is not None and id(ref) in ep.refs:
                 node = ep.refs[id(ref)]  # op mode: the caller's own value node for this argument
             else:
                 node = self._input_node(value, events)
             if ref is not None:
                 self._set_ref(ref, node)
-            inputs.append([name, node])
-        events.append(["call", op, func_id, parent, inputs, self._thread, t])
-        if reads:
-            events.extend(reads)
+            inputs.append((name, node))
+        return tuple(inputs)
 
     def _callref(self, record: tuple, events: list) -> None:
         self._call(record, events, True)
@@ -317,7 +331,7 @@ class Resolver:
         if func_id is None:
             self.skipped += 1
             return
-        events.append(["ret", op, self._output_node(value, events, func_id), t])
+        events.append(("ret", op, self._output_node(value, events, func_id), t))
 
     def _retref(self, record: tuple, events: list) -> None:
         _, op, ref, t = record  # op mode: the ref of the returned value
@@ -327,7 +341,7 @@ class Resolver:
             return
         node = self._output_node(ref[0], events, func_id)
         self._set_ref(ref, node)
-        events.append(["ret", op, node, t])
+        events.append(("ret", op, node, t))
 
     def _exc(self, record: tuple, events: list) -> None:
         _, op, exc, tb, t = record
@@ -335,19 +349,19 @@ class Resolver:
         if func_id is None:
             self.skipped += 1
             return
-        events.append(["exc", op, _type_name(exc), _message(exc),
-                       annotated_traceback(exc, tb, func_id), t])
+        events.append(("exc", op, _type_name(exc), _message(exc),
+                       annotated_traceback(exc, tb, func_id), t))
         # Like opto's ExceptionNode: the exception is the value the failed
         # call produced, so feedback can be given on it (node_for_exception).
         node = self._output_node(exc, events, func_id)
-        events.append(["ret", op, node, t])
+        events.append(("ret", op, node, t))
 
     def _read(self, record: tuple, events: list) -> None:
         _, op, name, value = record
         if op not in self._episode.ops:
             self.skipped += 1
             return
-        events.append(["read", op, name, self._param_node(name, value, events)])
+        events.append(("read", op, name, self._param_node(name, value, events)))
 
     def _readref(self, record: tuple, events: list) -> None:
         _, op, name, ref = record  # op mode: the load site's ref
@@ -356,7 +370,7 @@ class Resolver:
             return
         node = self._param_node(name, ref[0], events)
         self._set_ref(ref, node)
-        events.append(["read", op, name, node])
+        events.append(("read", op, name, node))
 
     def _param_node(self, name: str, value: Any, events: list) -> int:
         ep = self._episode
@@ -365,7 +379,7 @@ class Resolver:
         if node is not None and node in ep.param_nodes:
             return node
         node = self._value_node(value, events)
-        events.append(["param", node, name])
+        events.append(("param", node, name))
         ep.param_nodes.add(node)
         # tracer.param hands out unshared copies of str/bytes (2+ items): the
         # parameter's current value is then exactly this object
@@ -399,7 +413,7 @@ class Resolver:
         self._set_ref(out, node)
         ep.last_result[id(value)] = node
         ep.alive.append(value)
-        events.append(["op", hooks._next_op(), op, site, opname, inputs, node])
+        events.append(("op", hooks._next_op(), op, site, opname, tuple(inputs), node))
 
     def _check_default_params(self) -> None:
         """Forget the cached default-argument parameters if tracer.params changed since they were found.

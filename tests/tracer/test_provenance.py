@@ -208,7 +208,7 @@ def test_call_mode_reading_a_parameter_global_is_a_read_input_of_the_call():
     (call,) = call_events(events, "reads_greeting")
     reads = [e for e in events if e[0] == "read"]
     assert [(e[1], e[2]) for e in reads] == [(call[1], "test_provenance.greeting")]
-    assert ["param", reads[0][3], "test_provenance.greeting"] in events
+    assert ("param", reads[0][3], "test_provenance.greeting") in events
 
 
 def test_call_mode_same_object_under_another_name_is_not_a_parameter_read():
@@ -244,7 +244,7 @@ def test_reading_a_parameter_attribute_is_a_read_input_in_both_modes(method):
     _, events = trace(getattr(Agent(), method))
     (read,) = [e for e in events if e[0] == "read"]
     assert read[2] == "test_provenance.Agent.style"
-    assert ["param", read[3], "test_provenance.Agent.style"] in events
+    assert ("param", read[3], "test_provenance.Agent.style") in events
 
 
 def test_op_mode_parameter_attribute_flows_into_the_op_that_uses_it():
@@ -309,7 +309,7 @@ def test_op_mode_small_ints_produced_by_ops_keep_separate_edges():
     assert result == 0
     first, second = op_events(events, "add")
     (sub,) = op_events(events, "subtract")
-    assert sub[5] == [first[6], second[6]]
+    assert sub[5] == (first[6], second[6])
     assert first[6] != second[6]
 
 
@@ -498,4 +498,4 @@ def test_op_mode_method_call_on_a_parameter_takes_the_parameter_as_an_input():
     (read,) = [e for e in events if e[0] == "read"]
     (call,) = call_events(events, ".ask")
     (fmt,) = op_events(events, "call")
-    assert fmt[5] == [read[3], input_nodes(call)[0]]  # the receiver, then the argument
+    assert fmt[5] == (read[3], input_nodes(call)[0])  # the receiver, then the argument
