@@ -72,22 +72,7 @@ def answer(request: RecordedRequest) -> Reply:
                                   "suggestion": suggestion}))
 
 
-class InstantLLMServer(FakeLLMServer):
-    """The project's loopback server with Nagle's algorithm off on its connections.
-
-    Its handler writes the headers and the body in two sends; on a kept-alive
-    connection the second one waits for the client's delayed ACK, ~40 ms per
-    request with the stock `openai` client. That stall is the test server's,
-    not either optimizer's, so it must not be in an "LLM answers instantly"
-    figure. (Asked of fake_llm's owners: set `disable_nagle_algorithm` there.)
-    """
-
-    def _handler_class(self):
-        handler = super()._handler_class()
-        handler.disable_nagle_algorithm = True  # socketserver.StreamRequestHandler: TCP_NODELAY per connection
-        return handler
-
-
 def start_server() -> FakeLLMServer:
     """A started loopback LLM that answers every request instantly."""
-    return InstantLLMServer(responder=answer).start()
+    # fake_llm turns Nagle's algorithm off, so answers are not held ~40 ms.
+    return FakeLLMServer(responder=answer).start()
