@@ -570,10 +570,13 @@ class ParamRecord:
             registry.generation += 1
 
     def _aliases(self) -> list[tuple[dict, str]]:
-        """Other globals bound to this very object (`from config import PROMPT`, `A = B = param(...)`).
+        """Other modules' globals that are `from config import PROMPT` copies of this parameter.
 
-        Only for module globals and class attributes whose value is unshared,
-        so identity cannot pick up an equal stranger.
+        Only globals of the parameter's own name, bound to this very object,
+        and only when the value is unshared (so identity cannot pick up an
+        equal stranger). A copy under another name (`before = config.PROMPT`)
+        is the program's own snapshot: changing it would change what the
+        program does, so it is left alone.
         """
         if self.kind not in (KIND_GLOBAL, KIND_CLASS_ATTR):
             return []
@@ -581,6 +584,8 @@ class ParamRecord:
         if not _identity_is_meaningful(current):
             return []
         own = {(id(loc.namespace), loc.name) for loc in self.locations if isinstance(loc, _GlobalLocation)}
+        names = {loc.name for loc in self.locations if isinstance(loc, _GlobalLocation)}
+        names |= {loc.attr for loc in self.locations if isinstance(loc, _ClassAttrLocation)}
         namespaces = {id(loc.namespace): loc.namespace for loc in self.locations if isinstance(loc, _GlobalLocation)}
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)
@@ -589,7 +594,7 @@ class ParamRecord:
         found = []
         for namespace in namespaces.values():
             for key, bound in list(namespace.items()):
-                if bound is current and (id(namespace), key) not in own and not key.startswith("@"):
+                if key in names and bound is current and (id(namespace), key) not in own:
                     found.append((namespace, key))
         return found
 
