@@ -48,6 +48,14 @@ DEFAULT_BATCH_EVENTS: Final = 4096
 DEFAULT_MAX_PENDING_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_MAX_EPISODE_RECORDS: Final = 100_000  # records (~ values kept alive) before an episode without feedback is released
 DEFAULT_BACKPRESSURE_WAIT: Final = 0.05
+# Records converted and encoded at a time. Small enough that the events of a
+# slice are freed before the cyclic GC promotes them to an older generation
+# (which would make the program's full collections run more often), and that
+# a producer waiting in backpressure() is let go within a few milliseconds.
+DEFAULT_SLICE_RECORDS: Final = 1024
+# Records drained from the buffers but not converted yet, at most, before a
+# producer in backpressure() has to wait for the conversion to catch up.
+DEFAULT_MAX_BACKLOG_RECORDS: Final = 400_000
 
 # Event tags whose item at the given index is a function id / site id.
 _FUNC_INDEX: Final = {"call": 2}
@@ -191,6 +199,8 @@ class Flusher:
         batch_events: int = DEFAULT_BATCH_EVENTS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_episode_records: int = DEFAULT_MAX_EPISODE_RECORDS,
+        slice_records: int = DEFAULT_SLICE_RECORDS,
+        max_backlog_records: int = DEFAULT_MAX_BACKLOG_RECORDS,
     ) -> None:
         self._transport = transport
         self._drain = drain
@@ -203,6 +213,8 @@ class Flusher:
         self._batch_events = batch_events
         self._max_pending_bytes = max_pending_bytes
         self.max_episode_records = max_episode_records
+        self._slice_records = slice_records
+        self._max_backlog_records = max_backlog_records
         self._init_state()
 
     def _init_state(self) -> None:
@@ -226,6 +238,11 @@ class Flusher:
         self._unreported_drops = 0
         self._episode_records = 0
         self._episode_sent_on: int | None = None   # connection generation that saw this episode
+        # Drained, not yet converted: [thread ident, records, index of the first
+        # one not converted], oldest first; only touched under resolver_lock.
+        self._backlog: deque[list] = deque()
+        self._backlog_records = 0
+        self._backlog_ticket = 0     # highest flush ticket whose records have been drained
         self.episode = 1
         self.stats = FlusherStats()
 
@@ -365,35 +382,102 @@ class Flusher:
             self._note_error(exc)
 
     def _cycle(self, serving: int) -> None:
+        """Drain the buffers, then convert and queue what was drained, one slice at a time.
+
+        The resolver lock is taken per slice, so the API layer's lookups wait
+        for one slice at most. Between slices, a producer waiting in
+        backpressure() has its buffer drained at once (unless the backlog is
+        full): draining is cheap, converting is not, and the program should
+        wait for neither longer than it must.
+        """
         with self.resolver_lock:
-            self._convert_pending_records(lambda: self._mark_drained(serving))
-            if self._episode_records > self.max_episode_records:
-                self._roll_locked()
-                self.stats.auto_rolled += 1
+            self._take_records(serving)
+        while True:
+            with self.resolver_lock:
+                converted = self._convert_slice()
+                if converted and self._episode_records > self.max_episode_records:
+                    self._roll_locked()
+                    self.stats.auto_rolled += 1
+                if not self._backlog:
+                    self._mark_completed(self._backlog_ticket)
+            if not converted:
+                break
+            self._queue_ready.set()  # the sender sends this slice while the next one is converted
+            self._serve_drain_request()
+        with self.resolver_lock:
             if self._unreported_drops:
                 # Drops counted after the last batch was made: an empty batch reports them.
                 self._enqueue(m.EventBatch(episode=self.episode, events=[], dropped=self._take_unreported_drops()))
         if self._queue:
             self._queue_ready.set()
 
-    def _mark_drained(self, serving: int) -> None:
+    def _serve_drain_request(self) -> None:
+        """Drain the buffers now if a producer asked for it (backpressure) and the backlog has room."""
         with self._progress:
-            self._drained = max(self._drained, serving)
+            requested = self._requested
+            if requested <= self._drained:
+                return
+        if self._backlog_records >= self._max_backlog_records:
+            return  # the producer waits for the conversion to catch up, or drops after its timeout
+        with self.resolver_lock:
+            self._take_records(requested)
+
+    def _mark_drained(self, ticket: int) -> None:
+        with self._progress:
+            self._drained = max(self._drained, ticket)
             self._progress.notify_all()
 
-    def _convert_pending_records(self, on_drained: Callable[[], None] = lambda: None) -> None:
+    def _mark_completed(self, ticket: int) -> None:
+        with self._progress:
+            self._completed = max(self._completed, ticket)
+            self._progress.notify_all()
+
+    def _take_records(self, ticket: int = 0) -> None:
+        """Move every buffered record into the backlog (callers hold resolver_lock)."""
         drained = self._drain()
-        on_drained()
+        for thread, records in drained:
+            if records:
+                self._backlog.append([thread, records, 0])
+                self._backlog_records += len(records)
+        self._backlog_ticket = max(self._backlog_ticket, ticket)
+        self._mark_drained(ticket)
         self._count_buffer_drops()
-        records = sum(len(chunk) for _, chunk in drained)
+
+    def _convert_pending_records(self) -> None:
+        """Drain, convert and queue everything recorded so far (callers hold resolver_lock)."""
+        self._take_records()
+        while self._convert_slice():
+            pass
+
+    def _next_slice(self) -> tuple[list[tuple[int, list]], int]:
+        """Up to `slice_records` records off the front of the backlog, as (thread, records) chunks."""
+        chunks = []
+        room = self._slice_records
+        while self._backlog and room > 0:
+            entry = self._backlog[0]
+            thread, records, start = entry
+            end = min(len(records), start + room)
+            chunks.append((thread, records if start == 0 and end == len(records) else records[start:end]))
+            room -= end - start
+            if end == len(records):
+                self._backlog.popleft()
+            else:
+                entry[2] = end
+        taken = self._slice_records - room
+        self._backlog_records -= taken
+        return chunks, taken
+
+    def _convert_slice(self) -> int:
+        """Convert one slice of the backlog and queue its events; the number of records it held."""
+        chunks, records = self._next_slice()
         if not records:
-            return
+            return 0
         try:
-            events = self._convert(drained)
+            events = self._convert(chunks)
         except Exception as exc:
             self._note_error(exc)
             self._drop(records)
-            return
+            return records
         self._episode_records += records
         definitions = self._definitions.collect(events)
         if definitions is not None:
@@ -401,6 +485,7 @@ class Flusher:
         for start in range(0, len(events), self._batch_events):
             self._enqueue(m.EventBatch(episode=self.episode, events=events[start:start + self._batch_events],
                                        dropped=self._take_unreported_drops()))
+        return records
 
     def _enqueue(self, msg: Any) -> None:
         """Encode `msg` (in halves if need be) and queue it; callers hold resolver_lock.

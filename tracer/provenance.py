@@ -79,10 +79,14 @@ def _unlinkable(obj: Any) -> bool:
     return is_shareable(obj)
 
 
-def _clipped_summary(obj: tuple) -> dict:
-    """The wire summary of a hook's clipped copy: it stands for the long str/bytes it was cut from."""
-    _, head, length, type_name = obj
-    return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
+def _summary(obj: Any) -> dict:
+    """The wire summary of anything but a verbatim scalar (callers try `verbatim_summary` first:
+    most values are scalars, and one call less per value shows in the resolver's throughput)."""
+    if type(obj) is tuple and hooks.is_clipped(obj):
+        # a hook's clipped copy stands for the long str/bytes it was cut from
+        _, head, length, type_name = obj
+        return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}
+    return summarize(obj)
 
 
 class _Episode:
@@ -201,10 +205,7 @@ class Resolver:
 
     def _value_node(self, obj: Any, events: list) -> int:
         node = self._next_node()
-        summary = verbatim_summary(obj)  # most values: saves summarize()'s own checks
-        if summary is None:
-            summary = _clipped_summary(obj) if type(obj) is tuple and hooks.is_clipped(obj) else summarize(obj)
-        events.append(("v", node, summary))
+        events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
         return node
 
     def _input_node(self, obj: Any, events: list) -> int:
@@ -221,7 +222,8 @@ class Resolver:
             if key not in ep.ambiguous:
                 if node is not None:
                     return node
-                node = self._value_node(obj, events)
+                node = self._next_node()  # _value_node(), inlined: this is the commonest input
+                events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
                 ep.sources[key] = node
                 ep.alive.append(obj)
                 return node
@@ -230,7 +232,8 @@ class Resolver:
     def _output_node(self, obj: Any, events: list, func_id: Optional[int]) -> int:
         """A fresh node for a value a traced operation produced; linkable when exact."""
         ep = self._episode
-        node = self._value_node(obj, events)
+        node = self._next_node()  # _value_node(), inlined: every result gets here
+        events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
         key = id(obj)
         ep.last_result[key] = node
         ep.alive.append(obj)
