@@ -408,3 +408,71 @@ def test_a_parameter_msgpack_cannot_carry_does_not_keep_the_other_definitions_fr
 
 def called_funcs_of(server):
     return [e for b in server.messages(m.EventBatch) for e in b.events if e[0] == "call"]
+
+
+# --- conversion in slices ---------------------------------------------------------
+
+
+def test_a_large_drain_is_converted_in_slices_and_arrives_in_order(server, transport, make_flusher):
+    sizes = []
+
+    def counting(drained):
+        sizes.append(sum(len(records) for _, records in drained))
+        return to_events(drained)
+
+    flusher = make_flusher(convert=counting, slice_records=100, interval=5.0)
+    record_calls(250)
+    assert flushed(flusher, transport, 2)
+    assert sizes == [100, 100, 50]
+    assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == list(range(1, 251))
+
+
+def slow_converter(per_slice):
+    def convert(drained):
+        time.sleep(per_slice)
+        return to_events(drained)
+    return convert
+
+
+def test_backpressure_is_served_between_slices_of_a_long_conversion(server, transport, make_flusher):
+    flusher = make_flusher(convert=slow_converter(0.05), slice_records=10, interval=5.0)
+    record_calls(100)                      # ten slices: half a second of converting
+    flusher.backpressure(timeout=1.0)      # drained at once; the cycle converts from now on
+    record_calls(10, start=101)
+    started = time.monotonic()
+    flusher.backpressure(timeout=1.0)
+    assert time.monotonic() - started < 0.3  # one slice, not the whole backlog
+    assert buffers.pending() == 0
+    assert flushed(flusher, transport, 5)
+    assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == list(range(1, 111))
+
+
+def test_backpressure_waits_while_the_backlog_is_full(server, transport, make_flusher):
+    flusher = make_flusher(convert=slow_converter(0.05), slice_records=10, max_backlog_records=50,
+                           interval=5.0)
+    record_calls(100)
+    flusher.backpressure(timeout=1.0)
+    record_calls(10, start=101)
+    started = time.monotonic()
+    flusher.backpressure(timeout=0.1)      # 90 records still to convert: over the bound
+    assert time.monotonic() - started >= 0.1
+    assert buffers.pending() == 10          # left for the buffer's own overflow rule
+    assert flushed(flusher, transport, 5)
+    assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == list(range(1, 111))
+
+
+def test_a_converter_error_loses_only_its_slice(server, transport, make_flusher):
+    calls = {"n": 0}
+
+    def fails_once(drained):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("resolver bug")
+        return to_events(drained)
+
+    flusher = make_flusher(convert=fails_once, slice_records=10, interval=5.0)
+    record_calls(30)
+    assert flushed(flusher, transport, 2)
+    assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == list(range(1, 11)) + list(range(21, 31))
+    assert flusher.stats.dropped == 10
+    assert sum(b.dropped for b in server.messages(m.EventBatch)) == 10
