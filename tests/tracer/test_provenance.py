@@ -499,3 +499,67 @@ def test_op_mode_method_call_on_a_parameter_takes_the_parameter_as_an_input():
     (call,) = call_events(events, ".ask")
     (fmt,) = op_events(events, "call")
     assert fmt[5] == (read[3], input_nodes(call)[0])  # the receiver, then the argument
+
+
+# --- what the daemon receives ------------------------------------------------------
+
+
+def test_converted_events_reach_the_daemon_as_the_arrays_of_the_wire_format():
+    from protocol import messages as m
+    from protocol.events import validate_event
+    from protocol.framing import FrameDecoder, encode_message
+
+    values, events = trace(make_list, 3)
+    (batch,) = FrameDecoder().feed(encode_message(m.EventBatch(episode=1, events=events)))
+    assert len(batch.events) == len(events)
+    for sent, received in zip(events, batch.events):
+        validate_event(received)
+        assert received[0] == sent[0] and type(received) is list
+
+
+VALUES = [0, 10**6, -(2**63), 2**64 - 1, 2**70, 2.5, float("nan"), float("inf"), True, None,
+          "short", "é", "x" * 300, b"raw", [1, "a", None], (1, 2.5), [[1], {"k": 2}], {"a": [1, 2]},
+          set(), [2**70], ["\ud800"]]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_a_value_is_sent_with_the_summary_summarize_gives(value):
+    from protocol.values import summarize
+
+    _, events = trace(identity, value)
+    (call,) = call_events(events, "identity")
+    (summary,) = [e[2] for e in events if e[0] == "v" and e[1] == input_nodes(call)[0]]
+    expected = summarize(value)
+    if value != value:  # nan: compare the rest
+        assert summary["special"] == expected["special"] == "nan"
+    else:
+        assert summary == expected
+
+
+def test_an_id_reused_after_the_episode_is_released_is_not_taken_for_the_old_object():
+    class Payload:
+        pass
+
+    @bundle()
+    def produce_payload():
+        return Payload()
+
+    resolver = provenance.Resolver()
+    first, _ = trace(produce_payload, resolver=resolver)
+    old_id = id(first)
+    resolver.release()
+    del first
+    gc.collect()
+    reused = [Payload() for _ in range(1000)]  # CPython hands the freed memory out again
+    same_id = next((p for p in reused if id(p) == old_id), None)
+    if same_id is None:
+        pytest.skip("the allocator did not reuse the address this time")
+    assert resolver.node_for_value(same_id) is None
+    _, events = trace(total_of_payload, same_id, resolver=resolver)
+    (call,) = call_events(events, "total_of_payload")
+    assert producer_of(events, input_nodes(call)[0]) is None
+
+
+@bundle()
+def total_of_payload(payload):
+    return 0
