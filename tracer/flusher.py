@@ -3,11 +3,15 @@
 Every `interval` seconds, and whenever someone calls `flush()`, the flusher
 thread
 
-1. drains the per-thread buffers the hooks appended to (`drain()`),
-2. turns the raw records into wire events (`convert(records)`, the
-   provenance resolver: this is where values are summarised, off the hot path),
+1. drains the per-thread buffers the hooks appended to (`drain()`) into its
+   backlog,
+2. takes the backlog a slice (`slice_records`) at a time and turns the raw
+   records into wire events (`convert(records)`, the provenance resolver: this
+   is where values are summarised, off the hot path),
 3. queues the definitions those events need that the daemon has not been told
    yet (functions, sites, parameters), then the events as `EventBatch`es,
+   encoded right away, so each slice's events are freed young (see
+   DEFAULT_SLICE_RECORDS),
 
 and a second thread, the sender, sends the queue in order through the
 transport. Two threads so that a daemon that reads slowly only ever blocks
@@ -15,7 +19,11 @@ the sender: the flusher keeps emptying the program's buffers meanwhile.
 
 Memory is bounded at every stage: the hooks' buffers by their own capacity
 (when full they call the overflow handler, `backpressure()`, which blocks the
-producing thread briefly while the flusher drains), and the flusher's queue,
+producing thread briefly while the flusher drains: between two slices, so a
+program that records faster than records are converted is slowed to the
+flusher's pace instead of losing whole buffers), the backlog by
+`max_backlog_records` (beyond it the producer waits, and drops after its
+timeout), and the flusher's queue,
 which holds frames already encoded, by `max_pending_bytes` (while the daemon
 is unreachable or slower than the program). Whatever is dropped is counted, reported to the daemon in the next
 `EventBatch.dropped`, and shown by `stats()`.
@@ -26,7 +34,7 @@ next batch and starts a new episode, because value nodes the old daemon saw
 cannot be referred to any more.
 
 The resolver is only touched under `resolver_lock`, so the API layer can look
-values up in it (`with flusher.resolver_lock:`) between two flush cycles.
+values up in it (`with flusher.resolver_lock:`) between two slices.
 """
 from __future__ import annotations
 
