@@ -23,7 +23,7 @@ Raw records (tuples, first item is the tag) consumed by
     ("call", op, func_id, parent_op, args_tuple, t_ns)    (the thread is the buffer's)
     ("ret",  op, value, t_ns)
     ("exc",  op, exception, traceback, t_ns)
-    ("read", op, name, value)
+    ("read", op, name, value)                             (a global, attribute or closure variable)
     ("op",   out_ref, op, site, opname, (input_ref, ...))   (op mode, see below)
 
 Op mode uses "callref" (one ref per argument instead of the values),
@@ -318,6 +318,30 @@ def read(tok: Optional[list], value: Any, key: Any) -> Any:
                     break
             else:
                 return value
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("read", tok[0], rec.name, value))
+    except Exception:
+        _count_error()
+    return value
+
+
+def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
+    """A closure variable was loaded inside a marked call; `value` passes through.
+
+    `key` is `(module, qualname of the reading function, variable)`, the key
+    of `params.registry.by_closure`. Recorded, like `read`, only when the
+    variable is a registered parameter AND `value` is its current value.
+    """
+    if tok is None:
+        return value
+    try:
+        params = _params_registry()
+        if params is None:
+            return value
+        rec = params.by_closure.get(key)
+        if rec is None or rec.get() is not value:
+            return value
         buf = tok[3][0]
         if buf is not None:
             buf.append(("read", tok[0], rec.name, value))
@@ -714,19 +738,33 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
     if tok is None:
         return value
     try:
-        state = tok[2]
-        ref = (_keep(value),)
-        state.sites[site] = ref
         params = _params_registry()
-        if params is not None:
-            rec = params.by_global.get(key)
-            if rec is not None and rec.get() is value:
-                buf = tok[3][0]
-                if buf is not None:
-                    buf.append(("readref", tok[0], rec.name, ref))
+        _op_load(tok, value, site, params.by_global.get(key) if params is not None else None)
     except Exception:
         _count_error()
     return value
+
+
+def op_cell(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
+    """`op_global` for a closure variable (`key` as in `read_cell`)."""
+    if tok is None:
+        return value
+    try:
+        params = _params_registry()
+        _op_load(tok, value, site, params.by_closure.get(key) if params is not None else None)
+    except Exception:
+        _count_error()
+    return value
+
+
+def _op_load(tok: list, value: Any, site: int, rec: Any) -> None:
+    """The loaded value's Ref becomes `site`'s; a read of `rec` if `value` is its current value."""
+    ref = (_keep(value),)
+    tok[2].sites[site] = ref
+    if rec is not None and rec.get() is value:
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("readref", tok[0], rec.name, ref))
 
 
 HOOK_GLOBALS: dict[str, Any] = {
@@ -739,6 +777,7 @@ HOOK_GLOBALS: dict[str, Any] = {
     "__@trace_pause": pause,
     "__@trace_resume": resume,
     "__@trace_read": read,
+    "__@trace_read_cell": read_cell,
     "__@trace_op_enter": op_enter,
     "__@trace_op_leave": op_leave,
     "__@trace_op_nested_enter": op_nested_enter,
@@ -755,4 +794,5 @@ HOOK_GLOBALS: dict[str, Any] = {
     "__@trace_op_stored": op_stored,
     "__@trace_op_store": op_store,
     "__@trace_op_global": op_global,
+    "__@trace_op_cell": op_cell,
 }

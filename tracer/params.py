@@ -64,7 +64,7 @@ import os
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import CodeType, FrameType, FunctionType, ModuleType
 from typing import Any, Callable
 
@@ -428,6 +428,124 @@ class _DefaultLocation(_Location):
         return isinstance(other, _DefaultLocation) and other.code is self.code and other.arg == self.arg
 
 
+class _CellLocation(_Location):
+    """A variable of an enclosing function that the functions nested in it read (a closure variable).
+
+        def make_agent():
+            prompt = tracer.param("Be brief.")      # a cell of make_agent's frame
+            def answer(q): return f"{prompt} {q}"  # reads it as a free variable
+            return answer
+
+    Every run of the enclosing function has its own cell. A write sets the
+    cell of every live function that reads the variable, made by any run,
+    at any depth of nesting, found when the write happens (through the
+    module namespace their `__globals__` hold), but only while the cell
+    still holds what `param()` or the last write put there: a value the
+    program assigned itself (`nonlocal prompt; prompt = ...`) is left alone.
+    A run that made no closure yet has only its frame's cell, which no
+    write reaches; its next `param()` returns the set value.
+
+    `readers` are the qualnames of the code that reads this very variable
+    (the enclosing function and its nested code that has it as a free
+    variable, by Python's scoping rules): the rewriter's read hooks look
+    the parameter up by (module, reader qualname, variable).
+    """
+
+    kind = KIND_VALUE
+
+    def __init__(self, namespace: dict, owner_code: CodeType, owner_qualname: str, var: str):
+        self.namespace = namespace
+        self.owner_qualname = owner_qualname
+        self.var = var
+        self.readers = _closure_readers(owner_code, owner_qualname, var)
+        self._declared: Any = _MISSING           # what param() returned last, the value of new cells
+        self._written: dict[int, Any] = {}       # id(cell) -> what the last write put into it
+
+    def is_variable(self, namespace: dict, owner_qualname: str, var: str) -> bool:
+        return namespace is self.namespace and owner_qualname == self.owner_qualname and var == self.var
+
+    def declared(self, value: Any) -> None:
+        self._declared = value
+
+    def read(self) -> Any:
+        raise LookupError("a closure variable has one cell per run of its function")
+
+    def cells(self) -> list:
+        """The cells of this variable held by live functions, each once, whoever filled them."""
+        found: dict[int, Any] = {}
+        for holder in gc.get_referrers(self.namespace):
+            if type(holder) is not FunctionType or holder.__globals__ is not self.namespace:
+                continue
+            if holder.__qualname__ not in self.readers:
+                continue
+            freevars = holder.__code__.co_freevars
+            if self.var in freevars and holder.__closure__ is not None:
+                cell = holder.__closure__[freevars.index(self.var)]
+                found[id(cell)] = cell
+        return list(found.values())
+
+    def _ours(self, cell: Any) -> bool:
+        try:
+            held = cell.cell_contents
+        except ValueError:  # empty: the variable is not assigned (yet)
+            return False
+        return held is self._declared or held is self._written.get(id(cell), _MISSING)
+
+    def write(self, value: Any) -> None:
+        written = {}
+        for cell in self.cells():
+            if self._ours(cell):
+                cell.cell_contents = written[id(cell)] = _fresh(value)
+        self._written = written
+        if self._declared is not _MISSING:
+            # The next run's param() returns the set value: its cell must count as ours.
+            self._declared = value
+
+    def snapshot(self) -> Callable[[], None]:
+        """An undo of the next write: every cell and the location's memory as they are now."""
+        saved = []
+        for cell in self.cells():
+            try:
+                saved.append((cell, cell.cell_contents))
+            except ValueError:
+                continue
+        declared, written = self._declared, dict(self._written)
+
+        def restore() -> None:
+            for cell, held in saved:
+                cell.cell_contents = held
+            self._declared, self._written = declared, written
+        return restore
+
+    def same_place(self, other: _Location) -> bool:
+        return isinstance(other, _CellLocation) and other.is_variable(self.namespace, self.owner_qualname, self.var)
+
+
+_CO_OPTIMIZED = 0x0001  # a function's code (not a class body or module)
+
+
+def _closure_readers(code: CodeType, qualname: str, var: str) -> frozenset[str]:
+    """Qualnames of `code` (which holds `var` in a cell) and of the code nested in it that reads that cell.
+
+    A nested code object reads it when `var` is one of its free variables;
+    its own nested code does too, through it. Code that binds a `var` of
+    its own (a cell or local of its own) hides the outer one from its inner code.
+    """
+    readers = {qualname}
+
+    def walk(parent: CodeType, parent_qualname: str) -> None:
+        scope = ".<locals>." if parent.co_flags & _CO_OPTIMIZED else "."
+        for const in parent.co_consts:
+            if isinstance(const, CodeType) and var in const.co_freevars:
+                # 3.10 code objects have no co_qualname: derive it as the compiler does
+                child = getattr(const, "co_qualname", None) or f"{parent_qualname}{scope}{const.co_name}"
+                readers.add(child)
+                walk(const, child)
+
+    walk(code, qualname)
+    return frozenset(readers)
+
+
 class _SourceLocation(_Location):
     """The code of a trainable marked function; writes go through the patcher."""
 
@@ -617,6 +735,8 @@ def _undo_for(location: _Location) -> Callable[[], None]:
                 setattr(instance, location.attr, given)
             location.given = given
         return restore_instance
+    if isinstance(location, _CellLocation):
+        return location.snapshot()
     if isinstance(location, _DefaultLocation):
         saved = [(f, f.__defaults__, f.__kwdefaults__) for f in location.functions()]
 
@@ -637,6 +757,9 @@ class ParamRegistry:
     - `by_global[(module __name__, global name)]`
     - `by_attr[attr name]` -> list of records (class and instance attributes)
     - `by_default[(function id, arg name)]` (`tracer.ids.function_id`)
+    - `by_closure[(module __name__, reader qualname, variable)]`: a variable
+      of an enclosing function, keyed as each function that reads it
+      (`LOAD_DEREF`) sees it
     - `generation`: bumped on every change, for caches
 
     Trainable marked functions (the marking registry) appear as records of
@@ -650,6 +773,9 @@ class ParamRegistry:
         self.by_global: dict[tuple[str, str], ParamRecord] = {}
         self.by_attr: dict[str, list[ParamRecord]] = {}
         self.by_default: dict[tuple[int, str], ParamRecord] = {}
+        # (module __name__, qualname of the reading function, variable): a closure
+        # variable as the function that reads it sees it (see _CellLocation).
+        self.by_closure: dict[tuple[str, str, str], ParamRecord] = {}
         # Patch values for parameters this process has not declared yet
         # (a module imported later): name -> (version, value).
         self.deferred: dict[str, tuple[int, Any]] = {}
@@ -679,16 +805,17 @@ class ParamRegistry:
         """`ParamDef`s of every trainable-or-not parameter, for a Definitions message."""
         return [record.definition() for record in self.records()]
 
-    def _add_location(self, record: ParamRecord, location: _Location) -> None:
+    def _add_location(self, record: ParamRecord, location: _Location) -> _Location:
+        """Add `location` to `record` unless it has that place already; returns the location kept."""
         if isinstance(location, _InstanceAttrLocation):
             instance = location.ref()
             if instance is not None:
                 record.instances[id(instance)] = location
             self._index_attr(record, location.attr)
-            return
+            return location
         for known in record.locations:
             if known.same_place(location):
-                return
+                return known
         record.locations = [loc for loc in record.locations if loc.alive()]
         record.locations.append(location)
         if isinstance(location, _GlobalLocation):
@@ -698,7 +825,12 @@ class ParamRegistry:
         elif isinstance(location, _DefaultLocation):
             module = location.namespace.get("__name__", "")
             self.by_default[(ids.function_id(module, location.func_qualname), location.arg)] = record
+        elif isinstance(location, _CellLocation):
+            module = location.namespace.get("__name__", "")
+            for reader in location.readers:
+                self.by_closure[(module, reader, location.var)] = record
         self.generation += 1
+        return location
 
     def _index_attr(self, record: ParamRecord, attr: str) -> None:
         bucket = self.by_attr.setdefault(attr, [])
@@ -806,12 +938,15 @@ def _source_record(func_id: int, entry: Any, func: FunctionType, marking: Module
 class _Site:
     """How the caller's bytecode uses the value param() returns."""
 
-    kind: str                   # global, class_attr, attr, default, local, value
-    target: str = ""            # global/attr/arg/local name
+    kind: str                   # global, class_attr, attr, default, cell, local, value
+    target: str = ""            # global/attr/arg/cell/local name
     holder: str | None = None   # attr: how the object is loaded ("fast:self", "name:obj", ...)
-    code: CodeType | None = None  # default: the function's code object
+    code: CodeType | None = None  # default: the function's code object; cell: the enclosing function's
     func_qualname: str = ""     # default: the function's qualname
     keyword_only: bool = False
+    # The other targets of a chained assignment (`FIRST = SECOND = param(...)`),
+    # in the order they are stored; the parameter is named after the first.
+    also: tuple["_Site", ...] = ()
 
 
 _NOPS = {"NOP", "RESUME", "CACHE", "EXTENDED_ARG", "PRECALL", "KW_NAMES", "NOT_TAKEN"}
@@ -832,6 +967,8 @@ def _pops(instr: dis.Instruction) -> int | None:
     op, arg = instr.opname, instr.arg or 0
     if op in _NOPS or op in _PUSH_ONLY:
         return 0
+    if op == "STORE_FAST_STORE_FAST":
+        return 2
     if op in ("STORE_NAME", "STORE_GLOBAL", "STORE_FAST", "STORE_DEREF", "POP_TOP", "LOAD_ATTR", "LOAD_METHOD",
               "TO_BOOL", "FORMAT_SIMPLE", "CONVERT_VALUE", "GET_ITER") or op.startswith("UNARY_"):
         return 1
@@ -952,6 +1089,10 @@ def _scan(code: CodeType, lasti: int) -> _Site:
     if following is None:
         return _Site(KIND_VALUE)
     stack = [_Sym("unknown") for _ in range(_STACK_BELOW)] + [_Sym("ours")]
+    # A chained assignment stores copies of the result one after the other
+    # (`COPY 1; STORE_NAME FIRST; STORE_NAME SECOND`): every store is a place
+    # of the parameter, so the scan goes on while a copy is left.
+    stores: list[_Site] = []
     for instr in following:
         op = instr.opname
         if instr.opcode in dis.hasjrel or instr.opcode in dis.hasjabs:
@@ -964,15 +1105,19 @@ def _scan(code: CodeType, lasti: int) -> _Site:
                 break
             popped = stack[len(stack) - pops:] if pops else []
             del stack[len(stack) - pops:]
-            pushed, site = _consume(code, instr, popped)
-            if site is not None:
-                return site
+            pushed, sites = _consume(code, instr, popped)
+            stores += sites
             if pushed is None:
                 break  # the result went somewhere the scan does not follow
             stack.extend(pushed)
         if not any(sym.kind in _TRACKED for sym in stack):
             break
-    return _Site(KIND_VALUE)
+    if not stores:
+        return _Site(KIND_VALUE)
+    first = stores[0]
+    if len(stores) == 1:
+        return first
+    return replace(first, also=tuple(stores[1:]))
 
 
 def _shuffle(stack: list[_Sym], instr: dis.Instruction) -> bool:
@@ -994,11 +1139,12 @@ def _shuffle(stack: list[_Sym], instr: dis.Instruction) -> bool:
     return False
 
 
-def _consume(code: CodeType, instr: dis.Instruction, popped: list[_Sym]) -> tuple[list[_Sym] | None, _Site | None]:
-    """What `instr` pushes given the items it pops, or the site if it stores the result.
+def _consume(code: CodeType, instr: dis.Instruction, popped: list[_Sym]) -> tuple[list[_Sym] | None, list[_Site]]:
+    """What `instr` pushes given the items it pops, and the sites where it stores the result.
 
-    Returns (None, None) when the tracked result disappears into something
-    the scan does not follow.
+    Returns (None, sites) when the tracked copy it popped is consumed: stored
+    (the sites say where) or gone into something the scan does not follow
+    (no sites). A store consumes one copy; the scan goes on with the others.
     """
     op = instr.opname
     pushes = _pushes(instr, len(popped))
@@ -1009,26 +1155,36 @@ def _consume(code: CodeType, instr: dis.Instruction, popped: list[_Sym]) -> tupl
             info = next((s.instr.argval for s in popped if s.instr is not None and s.instr.opname == "LOAD_CONST"
                          and isinstance(s.instr.argval, CodeType)), None)
         if op == "SET_FUNCTION_ATTRIBUTE" and popped and popped[-1].kind == "func":
-            return [popped[-1]], None  # 3.13: the same function, one more attribute set
+            return [popped[-1]], []  # 3.13: the same function, one more attribute set
         kind = "func" if op == "MAKE_FUNCTION" else "other"
-        return [_Sym(kind, instr, info) for _ in range(pushes)], None
+        return [_Sym(kind, instr, info) for _ in range(pushes)], []
     ours = popped[mine[0]]
     if op in _CALLS and _is_hook_call(popped):
-        return [ours] + [_Sym("other", instr) for _ in range(pushes - 1)], None  # a hook passing it through
+        return [ours] + [_Sym("other", instr) for _ in range(pushes - 1)], []  # a hook passing it through
     if op == "POP_TOP":
-        return [], None  # a copy dropped; the scan stops when no copy is left
+        return [], []  # a copy dropped; the scan stops when no copy is left
+    if op == "STORE_FAST_STORE_FAST":  # 3.13: `a = b = ...` of two locals, both copies at once
+        if any(sym.kind != "ours" for sym in popped):
+            return None, []
+        first, second = instr.argval
+        return [], [_Site("local", first), _Site("local", second)]
     if ours.kind == "ours":
         position = mine[0]
         if op == "BUILD_TUPLE":
-            return [_Sym("defaults", instr, (position, instr.arg))], None
+            return [_Sym("defaults", instr, (position, instr.arg))], []
         if op == "BUILD_CONST_KEY_MAP":
             keys = popped[-1].instr
             if keys is not None and keys.opname == "LOAD_CONST" and isinstance(keys.argval, tuple) \
                     and position < len(keys.argval):
-                return [_Sym("kwdefaults", instr, keys.argval[position])], None
-            return None, None
-        return None, _store_site(code, instr, popped, position)
-    return None, _function_site(instr, popped, mine[0], ours)
+                return [_Sym("kwdefaults", instr, keys.argval[position])], []
+            return None, []
+        site = _store_site(code, instr, popped, position)
+        if site is None:
+            return None, []
+        # Only a plain store keeps the scan going: any other copy it popped is gone too.
+        return ([] if len(mine) == 1 else None), [site]
+    site = _function_site(instr, popped, mine[0], ours)
+    return None, ([site] if site is not None else [])
 
 
 def _is_hook_call(popped: list[_Sym]) -> bool:
@@ -1046,6 +1202,11 @@ def _store_site(code: CodeType, instr: dis.Instruction, popped: list[_Sym], posi
         if op == "STORE_NAME" and code.co_flags & 0x0001:  # CO_OPTIMIZED: a function, not a namespace
             kind = "local"
         return _Site(kind, instr.argval)
+    if op == "STORE_DEREF" and instr.argval in code.co_cellvars:
+        # A variable of this function that nested functions read as a free
+        # variable. (A `nonlocal` store, to a cell of an outer function that
+        # this code cannot name, stays a plain local.)
+        return _Site("cell", instr.argval, code=code)
     if op in ("STORE_FAST", "STORE_DEREF"):
         return _Site("local", instr.argval)
     if op == "STORE_ATTR" and position == 0:
@@ -1174,7 +1335,7 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
     namespace = frame.f_globals
     kind, target, derived, location, holder_obj = _place(site, frame)
     line = None  # frame.f_lineno reads the line table: only when needed
-    if kind == KIND_VALUE and site.kind != "local":
+    if kind == KIND_VALUE and site.kind not in ("local", "cell"):
         line = frame.f_lineno
         target = derived = f"{derived}@{line}"
     param_name = name or derived.replace(".<locals>.", ".")
@@ -1201,23 +1362,36 @@ def _declare(value: Any, name: str | None, constraint: str | None, trainable: bo
             result = _redeclared(record, value)
             if constraint is not None:
                 record.constraint = constraint
-        if kind == KIND_INSTANCE_ATTR:
-            location = _instance_location(record, holder_obj, site.target, result)
-        if isinstance(location, _ClassAttrLocation):
-            location.marker = result
-        if isinstance(location, _DefaultLocation):
-            for known in record.locations:
-                if known.same_place(location):
-                    known.stale = True  # type: ignore[attr-defined]
-        if location is not None:
-            registry._add_location(record, location)
+        _keep_place(record, site, kind, location, holder_obj, result)
+        for other in site.also:  # the other targets of a chained assignment
+            other_kind, _, _, other_location, other_holder = _place(other, frame)
+            _keep_place(record, other, other_kind, other_location, other_holder, result)
         entry.records[lasti] = (name, record)
         return result
+
+
+def _keep_place(record: ParamRecord, site: _Site, kind: str, location: _Location | None, holder_obj: Any,
+                result: Any) -> None:
+    """Add one place where `param()` just stored `result` to `record` (registry lock held)."""
+    if kind == KIND_INSTANCE_ATTR:
+        location = _instance_location(record, holder_obj, site.target, result)
+    if isinstance(location, _ClassAttrLocation):
+        location.marker = result
+    if isinstance(location, _DefaultLocation):
+        for known in record.locations:
+            if known.same_place(location):
+                known.stale = True  # type: ignore[attr-defined]
+    if location is not None:
+        kept = registry._add_location(record, location)
+        if isinstance(kept, _CellLocation):
+            kept.declared(result)
 
 
 def _redeclare_at_known_place(record: ParamRecord, site: _Site, frame: FrameType, value: Any,
                               constraint: str | None) -> Any:
     """The fast path of a repeated declaration (the next instance, the next call); _MISSING: take the slow one."""
+    if site.also:
+        return _MISSING  # a chained assignment: every target is looked at again
     if record.kind == KIND_INSTANCE_ATTR and site.kind == "attr":
         holder = _load_holder(site.holder, frame)
         if isinstance(holder, (type, ModuleType)):
@@ -1232,11 +1406,16 @@ def _redeclare_at_known_place(record: ParamRecord, site: _Site, frame: FrameType
             else:
                 registry._add_location(record, location)
             return result
-    if record.kind == KIND_VALUE and site.kind in ("local", KIND_VALUE):
+    if record.kind == KIND_VALUE and site.kind in ("local", "cell", KIND_VALUE):
         with registry.lock:
             result = _redeclared(record, value)
             if constraint is not None:
                 record.constraint = constraint
+            if site.kind == "cell":
+                owner = _code_qualname(frame.f_code)
+                for location in record.locations:
+                    if isinstance(location, _CellLocation) and location.is_variable(frame.f_globals, owner, site.target):
+                        location.declared(result)
             return result
     return _MISSING
 
@@ -1273,6 +1452,11 @@ def _place(site: _Site, frame: FrameType) -> tuple[str, str, str, _Location | No
         return KIND_DEFAULT, target, target, location, None
     qualname = _code_qualname(code)
     prefix = stable_module_name(namespace) if qualname == "<module>" else qualname
+    if site.kind == "cell":
+        # Named like a local (it is one, of the enclosing function); the
+        # location makes it patchable in the closures that read it.
+        target = f"{prefix}.{site.target}"
+        return KIND_VALUE, target, target, _CellLocation(namespace, site.code or code, qualname, site.target), None
     if site.kind == "local":
         target = f"{prefix}.{site.target}"
         return KIND_VALUE, target, target, None, None

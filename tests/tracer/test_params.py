@@ -354,10 +354,6 @@ def test_set_leaves_the_programs_own_copies_under_other_names_alone(load):
     assert user.before == "starting text"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "param()'s call-site scan (tracer/params.py _scan) stops at the first store, so SECOND is not a "
-    "location of the parameter; it used to be updated by identity, which also rewrote the program's own "
-    "snapshots (before = mod.FIRST). Fix: let _scan collect every store of a chained assignment."))
 def test_set_also_updates_the_other_names_of_a_chained_assignment(load):
     mod = load("""
         from tracer import param

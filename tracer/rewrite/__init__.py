@@ -32,7 +32,7 @@ def instrument(code: types.CodeType, *, func_id: int, module: str, qualname: str
             inst = OpInstrumenter(code, func_id=func_id, module=module, qualname=qualname)
             return Instrumented(inst.rewrite(), inst.sites)
         from tracer.rewrite.calls import CallInstrumenter
-        return Instrumented(CallInstrumenter(code, func_id=func_id, module=module).rewrite())
+        return Instrumented(CallInstrumenter(code, func_id=func_id, module=module, qualname=qualname).rewrite())
     except RewriteError:
         raise
     except (StackAnalysisError, Exception) as exc:

@@ -13,8 +13,9 @@ What the rewritten code does (stack pictures bottom -> top, `t` = token):
 - an exception leaving the frame: a handler covering every instruction not
   already covered by the function's own handlers calls `__@trace_fail(t, exc)`
   and re-raises (the traceback is untouched: RERAISE adds no entry).
-- loads of globals and plain attributes pass through `__@trace_read` so that
-  parameter reads are recorded (the hook filters by name, then identity).
+- loads of globals and plain attributes pass through `__@trace_read`, loads
+  of closure variables (`LOAD_DEREF`) through `__@trace_read_cell`, so that
+  parameter reads are recorded (the hooks filter by name, then identity).
 
 The original instructions themselves are never replaced: hooks observe
 (see bytecode-pitfalls.md, "Observe, do not interpose").
@@ -83,10 +84,14 @@ def _location_after(items: list, i: int):
 class CallInstrumenter:
     """Rewrite one code object for call mode. `extra` lets op mode add its own edits."""
 
-    def __init__(self, code, *, func_id: int, module: str, trace_reads: bool = True):
+    def __init__(self, code, *, func_id: int, module: str, qualname: Optional[str] = None,
+                 trace_reads: bool = True):
         self.code = code
         self.func_id = func_id
         self.module = module
+        # The function's real qualname: closure-variable parameters are looked
+        # up by the qualname of the function that reads them (params.by_closure).
+        self.scope_qualname = qualname or getattr(code, "co_qualname", code.co_name)
         self.trace_reads = trace_reads
         self.enter_hook = "__@trace_enter"
         self.leave_hook = "__@trace_leave"
@@ -258,12 +263,11 @@ class CallInstrumenter:
                 continue
             out.append(item)
             if self.trace_reads:
-                key = self._read_key(items, i, item)
-                if key is not None:
+                read = self._read_hook(item)
+                if read is not None:
                     # after the load: the function's own items, the token below them
                     after = depth + item.stack_effect(jump=False)
-                    out += compat.call_hook_with_token("__@trace_read", after + 1, 1, loc,
-                                                       extra_consts=(key,))
+                    out += compat.call_hook_with_token(read[0], after + 1, 1, loc, extra_consts=(read[1],))
         if active is not None:
             out.append(TryEnd(active))
         out.append(handler)
@@ -273,19 +277,23 @@ class CallInstrumenter:
         new._copy_attr_from(bc)
         return compat.bytecode_to_code(new, [x for x in out if isinstance(x, TryBegin)])
 
-    def _read_key(self, items: list, i: int, item: Instr):
+    def _read_hook(self, item: Instr) -> Optional[tuple[str, object]]:
+        """(hook, key) when `item` loads a value that may be a parameter, else None."""
         name = item.name
         if name == "LOAD_GLOBAL":
             if compat.load_global_pushes_null(item):
                 return None  # a callable: parameters are plain values
             # (3.10 cannot tell a callable load from a value load: all go through the hook)
-            return (self.module, compat.global_name(item))
+            return "__@trace_read", (self.module, compat.global_name(item))
         if name == "LOAD_ATTR":
             attr = compat.attr_name(item)
-            return None if attr is None else "." + attr
+            return None if attr is None else ("__@trace_read", "." + attr)
+        var = compat.deref_name(item)
+        if var is not None:
+            return "__@trace_read_cell", (self.module, self.scope_qualname, var)
         return None
 
 
-def instrument_call_mode(code, *, func_id: int, module: str):
+def instrument_call_mode(code, *, func_id: int, module: str, qualname: Optional[str] = None):
     """Return `code` rewritten for call mode (see the module docstring)."""
-    return CallInstrumenter(code, func_id=func_id, module=module).rewrite()
+    return CallInstrumenter(code, func_id=func_id, module=module, qualname=qualname).rewrite()

@@ -98,6 +98,21 @@ def attr_name(instr: Instr) -> Optional[str]:
     return arg
 
 
+def deref_name(instr: Instr) -> Optional[str]:
+    """The variable a LOAD_DEREF reads (the value held in a cell or free variable), else None.
+
+    Only LOAD_DEREF loads the value on every version (3.10-3.13). LOAD_CLOSURE
+    (3.13: LOAD_FAST of a cell) pushes the cell itself, to build a nested
+    function's closure: the value is read, if ever, when that function runs.
+    LOAD_CLASSDEREF (3.10, 3.11) and LOAD_FROM_DICT_OR_DEREF (3.12+) occur
+    only in class bodies, which are never marked.
+    """
+    if instr.name != "LOAD_DEREF":
+        return None
+    arg = instr.arg
+    return getattr(arg, "name", arg)  # bytecode's CellVar / FreeVar
+
+
 def bubble_under(k: int, loc=None) -> list[Instr]:
     """Move the top item under the k items below it: [x1..xk, y] -> [y, x1..xk]."""
     if k <= 0:

@@ -2,9 +2,10 @@
 
 On top of everything call mode does (`calls.CallInstrumenter`), each
 binary / in-place / unary operation, comparison, subscript, plain attribute
-load, f-string piece, call and global load inside the marked function
-reports itself to a hook, and every store to a local variable updates the
-frame's shadow provenance (`hooks.FrameState`).
+load, f-string piece, call, global load and closure-variable load inside the
+marked function reports itself to a hook (a load of a parameter then flows
+on as the parameter's node), and every store to a local variable updates
+the frame's shadow provenance (`hooks.FrameState`).
 
 Provenance is static: a linear pass over the original instructions keeps a
 symbolic stack saying where each stack item came from, a constant
@@ -57,8 +58,8 @@ class OpInstrumenter(CallInstrumenter):
     """Rewrite one code object for op mode (see the module docstring)."""
 
     def __init__(self, code, *, func_id: int, module: str, qualname: str):
-        super().__init__(code, func_id=func_id, module=module, trace_reads=False)
-        self.qualname = qualname
+        super().__init__(code, func_id=func_id, module=module, qualname=qualname, trace_reads=False)
+        self.qualname = qualname  # site ids are derived from it (nested code: "f.<genexpr>")
         self.enter_hook = "__@trace_op_enter"
         self.leave_hook = "__@trace_op_leave"
         self.sites: dict[int, tuple[str, int, int, str]] = {}
@@ -197,7 +198,13 @@ class OpInstrumenter(CallInstrumenter):
                 continue
             if name == "LOAD_GLOBAL" and not compat.load_global_pushes_null(item):
                 site = self._site("global", item)
-                self.plans[i] = ("G", site, (self.module, compat.global_name(item)))
+                self.plans[i] = ("G", site, (self.module, compat.global_name(item)), "__@trace_op_global")
+                sym.append(("s", site))
+                continue
+            var = compat.deref_name(item)
+            if var is not None:  # a closure variable: a parameter read if it is one (params.by_closure)
+                site = self._site("closure", item)
+                self.plans[i] = ("G", site, (self.module, self.scope_qualname, var), "__@trace_op_cell")
                 sym.append(("s", site))
                 continue
             if name == "STORE_FAST":
@@ -257,10 +264,9 @@ class OpInstrumenter(CallInstrumenter):
             out += compat.call_hook_with_token("__@trace_op_call", after + 1, 1, loc,
                                                extra_consts=(site, spec, opname, receiver))
         elif kind == "G":
-            _, site, key = plan
+            _, site, key, hook = plan
             out.append(item)
-            out += compat.call_hook_with_token("__@trace_op_global", depth + 2, 1, loc,
-                                               extra_consts=(site, key))
+            out += compat.call_hook_with_token(hook, depth + 2, 1, loc, extra_consts=(site, key))
         elif kind == "S":
             _, name, source = plan
             out.append(item)
@@ -292,6 +298,8 @@ class NestedOpInstrumenter(OpInstrumenter):
 
     def __init__(self, code, *, func_id: int, module: str, qualname: str, owner: OpInstrumenter):
         super().__init__(code, func_id=func_id, module=module, qualname=qualname)
+        # its real qualname, the key of the closure variables it reads (3.10: derived as the compiler does)
+        self.scope_qualname = getattr(code, "co_qualname", None) or f"{owner.scope_qualname}.<locals>.{code.co_name}"
         self.sites = owner.sites
         self._occurrences = owner._occurrences
         self.enter_hook = "__@trace_op_nested_enter"
