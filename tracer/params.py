@@ -618,10 +618,11 @@ class ParamRecord:
         self.version = 0      # the patch version that last set it (0: as declared)
         self.patched = False  # set() ran: later declarations return the set value
         self.locations: list[_Location] = []
-        # Instance attributes: id(instance) -> its location. A dict, so that
-        # declaring on the 100,000th instance costs what it did on the first;
-        # an entry leaves when its instance dies (weak reference callback).
-        self.instances: dict[int, _InstanceAttrLocation] = {}
+        # Instance attributes: (id(instance), attr) -> its location (two
+        # attributes of one instance with `self.a = self.b = param(...)`). A
+        # dict, so that declaring on the 100,000th instance costs what it did
+        # on the first; an entry leaves when its instance dies (weak reference callback).
+        self.instances: dict[tuple[int, str], _InstanceAttrLocation] = {}
         # For kind "source": what a new body must keep (see protocol.source_rules).
         self.func_id: int | None = None
         self.signature: str | None = None
@@ -810,7 +811,7 @@ class ParamRegistry:
         if isinstance(location, _InstanceAttrLocation):
             instance = location.ref()
             if instance is not None:
-                record.instances[id(instance)] = location
+                record.instances[(id(instance), location.attr)] = location
             self._index_attr(record, location.attr)
             return location
         for known in record.locations:
@@ -1402,7 +1403,7 @@ def _redeclare_at_known_place(record: ParamRecord, site: _Site, frame: FrameType
                 record.constraint = constraint
             location = _instance_location(record, holder, site.target, result)
             if isinstance(location, _InstanceAttrLocation):
-                record.instances[id(holder)] = location
+                record.instances[(id(holder), site.target)] = location
             else:
                 registry._add_location(record, location)
             return result
@@ -1474,7 +1475,7 @@ def _redeclared(record: ParamRecord, value: Any) -> Any:
 
 
 def _instance_location(record: ParamRecord, instance: Any, attr: str, given: Any) -> _Location:
-    instances, key = record.instances, id(instance)
+    instances, key = record.instances, (id(instance), attr)
     try:
         return _InstanceAttrLocation(instance, attr, given, on_death=lambda _ref: instances.pop(key, None))
     except TypeError:  # no weak references (__slots__ without __weakref__)
