@@ -339,8 +339,8 @@ def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
         params = _params_registry()
         if params is None:
             return value
-        rec = params.by_closure.get(key)
-        if rec is None or rec.get() is not value:
+        rec = _closure_param(params.by_closure.get(key), value)
+        if rec is None:
             return value
         buf = tok[3][0]
         if buf is not None:
@@ -348,6 +348,24 @@ def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
     except Exception:
         _count_error()
     return value
+
+
+def _closure_param(recs: Optional[list], value: Any) -> Any:
+    """The one parameter of a closure variable whose current value is `value`, else None.
+
+    Runs of one function may declare different parameters in the same
+    variable; a shared object (3, None) that is the value of two of them
+    cannot say which one was read, so it is none of them.
+    """
+    if not recs:
+        return None
+    found = None
+    for rec in recs:
+        if rec.get() is value:
+            if found is not None:
+                return None
+            found = rec
+    return found
 
 
 _params_module = None
@@ -751,7 +769,7 @@ def op_cell(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
         return value
     try:
         params = _params_registry()
-        _op_load(tok, value, site, params.by_closure.get(key) if params is not None else None)
+        _op_load(tok, value, site, _closure_param(params.by_closure.get(key), value) if params is not None else None)
     except Exception:
         _count_error()
     return value

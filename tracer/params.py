@@ -491,10 +491,19 @@ class _CellLocation(_Location):
             return False
         return held is self._declared or held is self._written.get(id(cell), _MISSING)
 
+    def _siblings(self) -> list["_CellLocation"]:
+        """The locations of the other parameters declared at this same variable."""
+        key = (self.namespace.get("__name__", ""), self.owner_qualname, self.var)
+        return [loc for record in registry.by_closure.get(key, ()) for loc in record.locations
+                if isinstance(loc, _CellLocation) and loc is not self and loc.same_place(self)]
+
     def write(self, value: Any) -> None:
+        siblings = self._siblings()
         written = {}
         for cell in self.cells():
-            if self._ours(cell):
+            # A shared object (3, None) held by the cell of another parameter
+            # of this variable too cannot say whose cell it is: left alone.
+            if self._ours(cell) and not any(other._ours(cell) for other in siblings):
                 cell.cell_contents = written[id(cell)] = _fresh(value)
         self._written = written
         if self._declared is not _MISSING:
@@ -758,9 +767,10 @@ class ParamRegistry:
     - `by_global[(module __name__, global name)]`
     - `by_attr[attr name]` -> list of records (class and instance attributes)
     - `by_default[(function id, arg name)]` (`tracer.ids.function_id`)
-    - `by_closure[(module __name__, reader qualname, variable)]`: a variable
-      of an enclosing function, keyed as each function that reads it
-      (`LOAD_DEREF`) sees it
+    - `by_closure[(module __name__, reader qualname, variable)]` -> list of
+      records: a variable of an enclosing function, keyed as each function
+      that reads it (`LOAD_DEREF`) sees it; several records when runs of the
+      function declare different parameters there (`name=f"{role}.prompt"`)
     - `generation`: bumped on every change, for caches
 
     Trainable marked functions (the marking registry) appear as records of
@@ -776,7 +786,7 @@ class ParamRegistry:
         self.by_default: dict[tuple[int, str], ParamRecord] = {}
         # (module __name__, qualname of the reading function, variable): a closure
         # variable as the function that reads it sees it (see _CellLocation).
-        self.by_closure: dict[tuple[str, str, str], ParamRecord] = {}
+        self.by_closure: dict[tuple[str, str, str], list[ParamRecord]] = {}
         # Patch values for parameters this process has not declared yet
         # (a module imported later): name -> (version, value).
         self.deferred: dict[str, tuple[int, Any]] = {}
@@ -829,7 +839,9 @@ class ParamRegistry:
         elif isinstance(location, _CellLocation):
             module = location.namespace.get("__name__", "")
             for reader in location.readers:
-                self.by_closure[(module, reader, location.var)] = record
+                bucket = self.by_closure.setdefault((module, reader, location.var), [])
+                if record not in bucket:
+                    bucket.append(record)
         self.generation += 1
         return location
 

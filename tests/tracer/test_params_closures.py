@@ -51,7 +51,7 @@ def test_a_closure_variable_is_named_like_a_local_of_its_function(load):
     assert (record.kind, record.get()) == ("value", "Hello there")
     assert record.where.startswith(f"value {mod.__name__}:make_greeter.greeting @ ")
     key = (mod.__name__, "make_greeter.<locals>.greet", "greeting")
-    assert registry.by_closure[key] is record
+    assert registry.by_closure[key] == [record]
 
 
 def test_set_changes_what_every_live_closure_returns(load):
@@ -208,5 +208,31 @@ def test_the_enclosing_function_reading_its_own_variable_is_a_reader(load):
     """)
     mod.owner()
     record = registry.get("closure_owner_rule")
-    assert registry.by_closure[(mod.__name__, "owner", "rule")] is record
-    assert registry.by_closure[(mod.__name__, "owner.<locals>.<lambda>", "rule")] is record
+    assert registry.by_closure[(mod.__name__, "owner", "rule")] == [record]
+    assert registry.by_closure[(mod.__name__, "owner.<locals>.<lambda>", "rule")] == [record]
+
+
+def test_runs_that_declare_different_parameters_in_one_variable_are_set_apart(load):
+    mod = load("""
+        import tracer
+        def make_agent(role):
+            prompt = tracer.param(f"You are a {role}.", name=f"closure_{role}.prompt")
+            return lambda: prompt
+        writer, critic = make_agent("writer"), make_agent("critic")
+    """)
+    registry.get("closure_writer.prompt").set("You write.")
+    assert (mod.writer(), mod.critic()) == ("You write.", "You are a critic.")
+
+
+def test_a_shared_value_of_two_parameters_in_one_variable_is_left_alone(load):
+    # Both cells hold the same small int: which parameter each belongs to is unknowable.
+    mod = load("""
+        import tracer
+        def make_retry(kind):
+            retries = tracer.param(3, name=f"closure_{kind}.retries")
+            return lambda: retries
+        fast, slow = make_retry("fast"), make_retry("slow")
+    """)
+    registry.get("closure_fast.retries").set(5)
+    assert (mod.fast(), mod.slow()) == (3, 3)
+    assert mod.make_retry("fast")() == 5  # the next run declares the set value
