@@ -6,18 +6,31 @@
         def __init__(self):
             self.style = tracer.param("formal")         # attribute of every instance
     def answer(q, retries=tracer.param(2)): ...         # default argument
+    def make_agent():
+        prompt = tracer.param("Be brief.")              # closure variable
+        return lambda q: f"{prompt} {q}"
+    FIRST = SECOND = tracer.param("text")              # chained: both names
 
 `param(value)` returns the plain value and records where it is stored. The
 place is read from the caller's bytecode at the call site: a symbolic run of
-the straight-line code after the call finds the instruction that consumes
+the straight-line code after the call finds the instructions that consume
 its result (`STORE_NAME`, `STORE_GLOBAL`, `STORE_ATTR` on a plainly loaded
-object, or a default tuple/dict handed to `MAKE_FUNCTION`), seeing through
-the rewriter's `__@trace_*` hooks. That is exact, never a guess by value
-equality. A result
+object, `STORE_DEREF` of the caller's own cell, or a default tuple/dict
+handed to `MAKE_FUNCTION`), seeing through the rewriter's `__@trace_*`
+hooks. A chained assignment stores copies one after the other: every target
+is a place of the one parameter, named after the first. That is exact,
+never a guess by value equality or identity (a copy the program takes later,
+`before = FIRST`, is its own). A result
 consumed any other way (a local variable, an argument, an expression) makes a
 parameter of kind ``value``: it lives only here, and every later `param()`
 call at that place returns its current value, so a patch still takes effect
 the next time the code runs.
+
+A closure variable is a parameter of kind ``value`` too (named like a
+local), and a set also reaches the cell of every live function nested in
+that function that reads it (`_CellLocation`); the rewriter records its
+reads through `registry.by_closure`. A `nonlocal` store to an outer
+function's cell stays a plain ``value``.
 
 Default names, stable across processes and runs (the daemon keys a session's
 parameters by name):

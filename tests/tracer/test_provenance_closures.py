@@ -220,3 +220,67 @@ def test_a_shared_value_of_two_parameters_in_one_variable_is_read_as_neither(gra
     low, _ = make_level("low", granularity), make_level("high", granularity)
     _, events = trace(low)
     assert not reads(events)
+
+
+AGENT_MODULE = '''
+import tracer
+
+def make_agent():
+    prompt = tracer.param("Be concise.", name=__name__ + ".prompt")
+
+    def answer(question):
+        return prompt + " " + question
+    return answer
+'''
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_a_closure_rewritten_by_the_import_hook_reads_the_parameter(granularity, tmp_path):
+    import types
+
+    from tracer import import_hook, marking
+    from tracer.config import ModuleMarks
+
+    name = f"closure_hooked_{granularity}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(AGENT_MODULE)
+    marks = ModuleMarks(name, {"make_agent.<locals>.answer": False})
+    code, marked, failed = import_hook.instrument_module_code(
+        compile(AGENT_MODULE, str(path), "exec"), marks, name, granularity)
+    assert (len(marked), failed) == (1, ())
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    marking.install_hook_globals(module.__dict__)
+    exec(code, module.__dict__)
+
+    answer = module.make_agent()
+    result, events = trace(answer, "Why?")
+    assert result == "Be concise. Why?"
+    assert [e[2] for e in reads(events)] == [f"{name}.prompt"]
+    params.registry.get(f"{name}.prompt").set("Be precise.")
+    result, events = trace(answer, "Why?")
+    assert result == "Be precise. Why?"
+    assert [e[2] for e in reads(events)] == [f"{name}.prompt"]
+
+
+def make_trainable_agent():
+    persona = params.param("a pirate", name="closure_trainable_persona")
+
+    @bundle(trainable=True)
+    def reply(question):
+        return "As " + persona + ": " + question
+    return reply
+
+
+def test_new_source_of_a_trainable_closure_keeps_reading_the_parameter():
+    reply = make_trainable_agent()
+    source = params.registry.get(f"{__name__}.make_trainable_agent.reply")
+    persona = params.registry.get("closure_trainable_persona")
+    source.set('def reply(question):\n    return "Speaking as " + persona + ", " + question\n')
+    try:
+        persona.set("a poet")
+        result, events = trace(reply, "hi")
+        assert result == "Speaking as a poet, hi"
+        assert [e[2] for e in reads(events)] == ["closure_trainable_persona"]
+    finally:
+        persona.set("a pirate")
