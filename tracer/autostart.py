@@ -37,6 +37,10 @@ AUTH_TOKEN_ENV: Final = "TRACE_AUTH_TOKEN"
 DEFAULT_TIMEOUT_S: Final = 5.0
 _PROBE_TIMEOUT_S: Final = 0.5
 _POLL_S: Final = 0.02
+# A daemon that has been serving for longer than this and still does not
+# answer a handshake is stopped (SIGSTOP) or wedged, not starting up:
+# waiting for it would delay the program's start for the whole timeout.
+_STARTING_GRACE_S: Final = 10.0
 
 
 @dataclass
@@ -102,7 +106,14 @@ def _ensure(timeout: float) -> AutostartResult:
             if problem:
                 return AutostartResult(False, sock, reason=f"{probe.detail}; {problem}")
         elif daemon_lock_held(locations):
-            # Alive but not answering yet (still starting, or busy): wait for it.
+            status = read_status(locations) or {}
+            started = status.get("started")
+            if isinstance(started, (int, float)) and time.time() - started > _STARTING_GRACE_S:
+                return AutostartResult(False, sock, pid=status.get("pid"), reason=(
+                    f"the optimizer daemon (pid {status.get('pid', '?')}) is running but does not answer at "
+                    f"{sock} ({probe.detail}); it may be stopped or overloaded: see `trace-daemon status`, "
+                    "or restart it with `trace-daemon stop`"))
+            # Alive but not answering yet (still starting): wait for it.
             return _wait_until_answering(sock, deadline, None, started=False)
         _remove_stale_files(locations)
         process = _spawn(locations)

@@ -125,3 +125,24 @@ def test_a_bad_environment_comes_back_as_a_reason_not_an_exception(traced_env, m
     monkeypatch.setenv("TRACE_DAEMON_SOCKET", "/tmp/" + "x" * 200 + "/d.sock")
     result = ensure_daemon(timeout=1)
     assert not result.ok and "Unix sockets allow at most" in result.reason
+
+
+def test_a_stopped_daemon_is_reported_at_once_instead_of_waited_for(traced_env, monkeypatch):
+    # A daemon frozen with SIGSTOP holds its lock but never answers: a traced
+    # program must not wait the whole autostart timeout before it runs.
+    import signal
+
+    from tracer import autostart
+
+    first = ensure_daemon(timeout=15)
+    assert first.ok
+    monkeypatch.setattr(autostart, "_STARTING_GRACE_S", 0.0)  # it has been up "long enough"
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = ensure_daemon(timeout=5)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    assert not result.ok and "does not answer" in result.reason and str(first.pid) in result.reason
+    assert elapsed < 2.0
