@@ -168,8 +168,13 @@ def _export(args: argparse.Namespace, locations: Any) -> int:
     from optimizer_service.store import Store
     store = Store(locations.database)
     try:
-        _emit(export_session(store, args.session, args.format, version=args.version,
-                             base_dir=None if args.base_dir is None else str(args.base_dir)), args.output)
+        text = export_session(store, args.session, args.format, version=args.version,
+                              base_dir=None if args.base_dir is None else str(args.base_dir))
+        if not text.strip():
+            # An empty diff is not a patch (git apply refuses it): say so instead.
+            print(f"trace-daemon: session {args.session!r} has no changed parameters to export", file=sys.stderr)
+            return 0
+        _emit(text, args.output)
     except ExportError as exc:
         print(f"trace-daemon: {exc}", file=sys.stderr)
         return EXIT_FAILURE
