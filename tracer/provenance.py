@@ -125,6 +125,7 @@ class Resolver:
         self._pending_sites: list[int] = []
         self._constants: dict[int, tuple] = {}  # func id -> (its code when cached, ids of that code's constants)
         self._constants_now: dict[Optional[int], frozenset] = {}  # the same, checked during this convert()
+        self._summaries: dict[int, dict] = {}  # id -> summary of a non-scalar summarised during this convert()
         self._argnames_cache: dict[int, list] = {}
         self._defaults_cache: dict[int, dict] = {}
         self._defaults_generation: Any = None   # tracer.params generation the defaults cache is for
@@ -151,6 +152,7 @@ class Resolver:
             chunks = [(0, drained)]
         self._check_default_params()
         self._constants_now.clear()
+        self._summaries.clear()
         handlers = _HANDLERS
         for thread, records in chunks:
             self._thread = thread
@@ -161,6 +163,7 @@ class Resolver:
                     handlers[record[0]](self, record, events)
                 except Exception:
                     self.errors += 1
+        self._summaries.clear()  # holds summaries, not objects; free them now
         return events
 
     def node_for_value(self, obj: Any) -> Optional[int]:
@@ -205,8 +208,23 @@ class Resolver:
 
     def _value_node(self, obj: Any, events: list) -> int:
         node = self._next_node()
-        events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
+        events.append(("v", node, verbatim_summary(obj) or self._other_summary(obj)))
         return node
+
+    def _other_summary(self, obj: Any) -> dict:
+        """The summary of a value that is not a verbatim scalar, taken once per convert().
+
+        An object often shows up twice in one batch (a call's argument it
+        returns, a method returning self): its second summary would be the
+        same, since both are taken now, not when the records were made. The
+        records of the batch keep the object alive, so its id is its own
+        meanwhile.
+        """
+        key = id(obj)
+        summary = self._summaries.get(key)
+        if summary is None:
+            summary = self._summaries[key] = _summary(obj)
+        return summary
 
     def _input_node(self, obj: Any, events: list) -> int:
         """The node an input value came from (call mode: by identity, where exact)."""
@@ -223,7 +241,7 @@ class Resolver:
                 if node is not None:
                     return node
                 node = self._next_node()  # _value_node(), inlined: this is the commonest input
-                events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
+                events.append(("v", node, verbatim_summary(obj) or self._other_summary(obj)))
                 ep.sources[key] = node
                 ep.alive.append(obj)
                 return node
@@ -233,7 +251,7 @@ class Resolver:
         """A fresh node for a value a traced operation produced; linkable when exact."""
         ep = self._episode
         node = self._next_node()  # _value_node(), inlined: every result gets here
-        events.append(("v", node, verbatim_summary(obj) or _summary(obj)))
+        events.append(("v", node, verbatim_summary(obj) or self._other_summary(obj)))
         key = id(obj)
         ep.last_result[key] = node
         ep.alive.append(obj)

@@ -563,3 +563,14 @@ def test_an_id_reused_after_the_episode_is_released_is_not_taken_for_the_old_obj
 @bundle()
 def total_of_payload(payload):
     return 0
+
+
+def test_a_container_changed_after_one_batch_is_summarised_as_it_is_in_the_next():
+    resolver = provenance.Resolver()
+    items = [1]
+    trace(identity, items, resolver=resolver)
+    items.append(2)
+    _, events = trace(identity, items, resolver=resolver)
+    (call,) = call_events(events, "identity")
+    (summary,) = [e[2] for e in events if e[0] == "v" and e[1] == ret_node(events, call[1])]
+    assert summary["len"] == 2 and [item["v"] for item in summary["items"]] == [1, 2]
