@@ -10,6 +10,13 @@ Memory stays bounded: an episode with no feedback is released once its
 process has `keep_idle_episodes` newer ones (or disconnects); an episode
 with feedback is kept until a step has consumed it; an episode stops
 growing at `max_episode_events` (the excess is counted as dropped).
+
+Durability: an episode's events reach SQLite only once feedback refers to
+it (with that feedback, in one transaction), and so do its events arriving
+later; the step that consumes the feedback deletes them in its own commit.
+After a restart (kill -9 included) a session rebuilds those episodes from
+the database, so the next step sees the code, inputs and outputs its
+pending feedback is about. Episodes without feedback cost no SQLite write.
 """
 from __future__ import annotations
 
@@ -80,7 +87,13 @@ class Session:
         self.members: dict[int, Member] = {}
         self.episodes: dict[tuple[int, int], Episode] = {}
         self.functions: dict[int, dict[str, Any]] = dict(self.store.functions(name))
-        self.sites: dict[int, dict[str, Any]] = {}
+        self.sites: dict[int, dict[str, Any]] = dict(self.store.sites(name))
+        for persisted in self.store.persisted_episodes(name):
+            # Rebuilt after a restart: its process is gone, so the episode is
+            # complete and is released as soon as a step consumed its feedback.
+            self.episodes[(persisted.client_id, persisted.episode)] = Episode(
+                persisted.client_id, persisted.episode, persisted.events, persisted.dropped,
+                closed=True, feedback=1)
         self.step_lock = asyncio.Lock()
         self.feedback_seen = 0          # bumps on every feedback; lets requests join a running step
         self.running: tuple[int, asyncio.Future] | None = None
@@ -96,6 +109,10 @@ class Session:
             events = events[:max(room, 0)]
         episode.events.extend(events)
         episode.dropped += batch.dropped
+        if episode.feedback:
+            # Feedback already points at this episode: its later events must survive a crash too.
+            self.store.append_episode_events(self.name, episode.client_id, episode.number, events,
+                                             len(batch.events) - len(events) + batch.dropped)
         member.events += len(batch.events)
         member.dropped += batch.dropped
 
@@ -116,8 +133,9 @@ class Session:
         for episode in idle[:max(0, len(idle) - max(1, limits.keep_idle_episodes))]:
             del self.episodes[(client_id, episode.number)]
         for episode in waiting[:max(0, len(waiting) - limits.keep_feedback_episodes)]:
-            # Its feedback text stays in the database; only the graph goes.
+            # Its feedback text stays in the database; only the graph goes (in memory and on disk).
             del self.episodes[(client_id, episode.number)]
+            self.store.forget_episode_events(self.name, client_id, episode.number)
 
     def close_episode(self, member: Member, number: int) -> None:
         episode = self.episodes.get((member.client_id, number))
@@ -129,15 +147,21 @@ class Session:
         params = [_asdict(p) for p in definitions.params]
         for fdef in functions:
             self.functions[fdef["id"]] = fdef
-        for sdef in definitions.sites:
-            self.sites[sdef.id] = _asdict(sdef)
-        if functions or params:
-            self.store.save_definitions(self.name, functions, params)
+        sites = [_asdict(s) for s in definitions.sites]
+        for sdef in sites:
+            self.sites[sdef["id"]] = sdef
+        if functions or params or sites:
+            self.store.save_definitions(self.name, functions, params, sites)
 
     def add_feedback(self, member: Member, feedback: m.Feedback) -> None:
-        self.store.add_feedback(self.name, member.client_id, feedback.episode, feedback.node,
-                                feedback.text, feedback.score)
         episode = self.episodes.get((member.client_id, feedback.episode))
+        # The first pending feedback of an episode persists the events received so far
+        # with it; later ones find them (and their successors) already stored.
+        first = episode is not None and not episode.feedback
+        self.store.add_feedback(self.name, member.client_id, feedback.episode, feedback.node,
+                                feedback.text, feedback.score,
+                                episode_events=episode.events if first else None,
+                                episode_dropped=episode.dropped if first else 0)
         if episode is not None:
             episode.feedback += 1
         self.feedback_seen += 1

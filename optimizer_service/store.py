@@ -142,7 +142,35 @@ MIGRATIONS: Final[list[str]] = [
     );
     CREATE INDEX memory_by_session ON memory(session, id);
     """,
+    # 2: what a restart needs to rebuild the graph that pending feedback points to.
+    """
+    CREATE TABLE sites (
+        session TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        body BLOB NOT NULL,                 -- msgpack SiteDef fields
+        updated REAL NOT NULL,
+        PRIMARY KEY (session, id)
+    );
+    CREATE TABLE episode_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- arrival order of the chunks of one episode
+        session TEXT NOT NULL,
+        client_id INTEGER NOT NULL,
+        episode INTEGER NOT NULL,
+        events BLOB NOT NULL,               -- msgpack list of events, as received
+        dropped INTEGER NOT NULL DEFAULT 0  -- events of this chunk the daemon or the process dropped
+    );
+    CREATE INDEX episode_events_by_episode ON episode_events(session, client_id, episode, id);
+    """,
 ]
+
+# Persisted events of episodes that no pending feedback refers to any more:
+# the step that consumed their last feedback deletes them in its own commit.
+_DELETE_CONSUMED_EVENTS: Final = (
+    "DELETE FROM episode_events WHERE session = ? AND NOT EXISTS ("
+    " SELECT 1 FROM feedback f WHERE f.session = episode_events.session"
+    " AND f.client_id = episode_events.client_id AND f.episode = episode_events.episode"
+    " AND f.step_id IS NULL)"
+)
 
 
 class StoreError(RuntimeError):
@@ -197,6 +225,16 @@ class PendingFeedback:
     node: int
     text: str
     score: float | None
+
+
+@dataclass
+class PersistedEpisode:
+    """The events of one episode kept for its pending feedback, chunks joined in arrival order."""
+
+    client_id: int
+    episode: int
+    events: list[list]
+    dropped: int
 
 
 @dataclass
@@ -341,10 +379,15 @@ class Store:
     # -- definitions ------------------------------------------------------
 
     def save_definitions(self, session: str, functions: list[dict[str, Any]],
-                         params: list[dict[str, Any]]) -> None:
-        """Remember function and parameter definitions (the first value seen is version 0)."""
+                         params: list[dict[str, Any]], sites: list[dict[str, Any]] = ()) -> None:
+        """Remember function, parameter and site definitions (a parameter's first value seen is version 0)."""
         now = time.time()
         with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO sites(session, id, body, updated) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(session, id) DO UPDATE SET body = excluded.body, updated = excluded.updated",
+                [(session, int(sdef["id"]), pack(sdef), now) for sdef in sites],
+            )
             for fdef in functions:
                 conn.execute(
                     "INSERT INTO functions(session, id, body, updated) VALUES (?, ?, ?, ?)"
@@ -360,6 +403,11 @@ class Store:
 
     def functions(self, session: str) -> dict[int, dict[str, Any]]:
         rows = self._conn.execute("SELECT id, body FROM functions WHERE session = ?", (session,))
+        return {r[0]: unpack(r[1]) for r in rows}
+
+    def sites(self, session: str) -> dict[int, dict[str, Any]]:
+        """{site id: SiteDef fields} of every operation site a process of the session defined."""
+        rows = self._conn.execute("SELECT id, body FROM sites WHERE session = ?", (session,))
         return {r[0]: unpack(r[1]) for r in rows}
 
     def param_definitions(self, session: str) -> dict[str, dict[str, Any]]:
@@ -457,14 +505,70 @@ class Store:
     # -- feedback, rejections, memory ---------------------------------------
 
     def add_feedback(self, session: str, client_id: int, episode: int, node: int, text: str,
-                     score: float | None) -> int:
+                     score: float | None, *, episode_events: list[list] | None = None,
+                     episode_dropped: int = 0) -> int:
+        """Store pending feedback; return its id.
+
+        `episode_events` (the events of the episode received so far, when
+        this is its first pending feedback) are persisted in the same
+        transaction, so after a crash the feedback never lacks its trace.
+        """
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO feedback(session, client_id, episode, node, text, score, created)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (session, client_id, episode, node, text, score, time.time()),
             )
+            if episode_events is not None:
+                self._insert_events(conn, session, client_id, episode, episode_events, episode_dropped)
             return int(cur.lastrowid)
+
+    def append_episode_events(self, session: str, client_id: int, episode: int, events: list[list],
+                              dropped: int = 0) -> None:
+        """Persist more events of an episode that pending feedback refers to."""
+        with self._transaction() as conn:
+            self._insert_events(conn, session, client_id, episode, events, dropped)
+
+    @staticmethod
+    def _insert_events(conn: sqlite3.Connection, session: str, client_id: int, episode: int,
+                       events: list[list], dropped: int) -> None:
+        if events or dropped:
+            conn.execute(
+                "INSERT INTO episode_events(session, client_id, episode, events, dropped) VALUES (?, ?, ?, ?, ?)",
+                (session, client_id, episode, pack(events), dropped),
+            )
+
+    def forget_episode_events(self, session: str, client_id: int, episode: int) -> None:
+        """Delete the persisted events of one episode (its graph is no longer kept)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM episode_events WHERE session = ? AND client_id = ? AND episode = ?",
+                         (session, client_id, episode))
+
+    def persisted_episodes(self, session: str) -> list[PersistedEpisode]:
+        """The persisted episodes of `session` that pending feedback refers to, by (client, episode).
+
+        Chunks whose feedback a step already consumed are left out (and
+        deleted by the next step's commit).
+        """
+        rows = self._conn.execute(
+            "SELECT e.client_id, e.episode, e.events, e.dropped FROM episode_events e"
+            " WHERE e.session = ? AND EXISTS (SELECT 1 FROM feedback f WHERE f.session = e.session"
+            " AND f.client_id = e.client_id AND f.episode = e.episode AND f.step_id IS NULL)"
+            " ORDER BY e.client_id, e.episode, e.id", (session,)
+        )
+        episodes: dict[tuple[int, int], PersistedEpisode] = {}
+        for client_id, number, blob, dropped in rows:
+            episode = episodes.get((client_id, number))
+            if episode is None:
+                episode = episodes[(client_id, number)] = PersistedEpisode(client_id, number, [], 0)
+            episode.events.extend(unpack(blob))
+            episode.dropped += dropped
+        return list(episodes.values())
+
+    def persisted_event_count(self, session: str) -> int:
+        """How many events of `session` are persisted (for status and tests)."""
+        rows = self._conn.execute("SELECT events FROM episode_events WHERE session = ?", (session,))
+        return sum(len(unpack(r[0])) for r in rows)
 
     def pending_feedback(self, session: str) -> list[PendingFeedback]:
         """Feedback given since the last step (across every process of the session)."""
@@ -508,7 +612,8 @@ class Store:
 
         In one transaction: the step row, the new parameter version (if the
         step changed anything), the memory entry, and the feedback and
-        rejections it consumed. A crash leaves either all of it or none.
+        rejections it consumed, and the persisted events of episodes no pending
+        feedback refers to any more. A crash leaves either all of it or none.
         """
         calls = record.llm_calls
         with self._transaction() as conn:
@@ -535,6 +640,10 @@ class Store:
                 conn.execute("INSERT INTO memory(session, step_id, params, feedback) VALUES (?, ?, ?, ?)",
                              (record.session, step_id, pack(memory[0]), memory[1]))
             conn.executemany("UPDATE feedback SET step_id = ? WHERE id = ?", [(step_id, i) for i in feedback_ids])
+            if feedback_ids:
+                # The trace of consumed feedback goes with it, atomically:
+                # a crash leaves either pending feedback with its events or neither.
+                conn.execute(_DELETE_CONSUMED_EVENTS, (record.session,))
             conn.executemany("UPDATE rejections SET step_id = ? WHERE id = ?",
                              [(step_id, i) for i in rejection_ids])
             for name, reason in record.rejected.items():

@@ -308,10 +308,6 @@ def test_a_late_process_declaring_the_parameter_in_code_uses_the_learned_value_a
     assert late.stdout.splitlines() == ["banner Hello everyone!"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the daemon keeps episode events in memory only (optimizer_service/sessions.py): feedback given before "
-    "kill -9 survives in SQLite, but the step after the restart sees no #Code/#Inputs/#Outputs for it, "
-    "just the session's variables and the feedback text"))
 def test_feedback_given_before_kill_9_is_optimised_with_its_execution_trace_after_the_restart(team, project):
     write_files(project, {
         "give_and_exit.py": "import tracer, greeting\n"
