@@ -139,6 +139,7 @@ def install(config: TraceConfig) -> "TraceFinder | None":
     # (multiprocessing's spawn of a `-m` program), exec of a loader's get_code(). The
     # hook names start with "@", so they can never shadow a user's builtins.
     marking.install_hook_globals(builtins.__dict__)
+    install_store_hook(builtins.__dict__)
     tracer_fingerprint()  # computed once here rather than inside the first marked import
     _finder = TraceFinder(config)
     sys.meta_path.insert(0, _finder)
@@ -255,11 +256,13 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         self.marked: tuple = ()
 
     def get_code(self, fullname: str) -> types.CodeType:
-        if self.marks is None:  # only --param names this module: its code is not rewritten, the normal pyc serves
+        if self.marks is None and not self.params:  # pragma: no cover - the finder only hooks modules the config names
             self.marked = ()
             return super().get_code(fullname)
         source_path = self.get_filename(fullname)
-        code, self.marked = load_rewritten_code(source_path, fullname, self.marks, self.granularity, self.get_data)
+        code, self.marked = load_rewritten_code(
+            source_path, fullname, self.marks, self.granularity, self.get_data, params=self.params
+        )
         return code
 
     def _before_exec(self, module: types.ModuleType) -> types.CodeType:
@@ -267,6 +270,8 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         code = self.get_code(module.__name__)
         if self.marked:
             _install_hook_globals(module.__dict__)
+        if self.params:
+            install_store_hook(module.__dict__)
         return code
 
     def _after_exec(self, module: types.ModuleType) -> None:
@@ -278,17 +283,20 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
     exec_module = _exec_module_without_visible_frames  # (self, module): before, run the body, after
 
 
-def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None):
+def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes=None, params=()):
     """The rewritten code of `source_path` and its marked functions, from the cache if valid.
 
     The marked functions come as ((qualname, trainable, sites, argnames), ...);
     `register_marked_functions` registers them (with their function objects)
     once the module body has run, whether the code came from the cache or not.
-    Compiles and rewrites on a miss and refreshes the cache when it can.
+    `params` are the module's `--param` specs: the module-level assignments
+    of their names are followed by a call of the store hook
+    (`insert_store_hooks`). Compiles and rewrites on a miss and refreshes the
+    cache when it can.
     """
     read_bytes = read_bytes or _read_file
     stat = os.stat(source_path)  # before reading: a concurrent edit then leaves a stale mtime, never stale code
-    key = _cache_key(module_name, marks, granularity)
+    key = _cache_key(module_name, marks, granularity, params)
     cache_path = cache_location(source_path)
     if cache_path is not None:
         cached = _read_cache(cache_path, key, stat)
@@ -301,6 +309,8 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
     source = read_bytes(source_path)
     code = compile(source, source_path, "exec", dont_inherit=True)
     code, marked, failed = instrument_module_code(code, marks, module_name, granularity)
+    if params:
+        code = insert_store_hooks(code, params)
     stats.rewrites += 1
     if cache_path is not None and not sys.dont_write_bytecode:
         _write_cache(cache_path, key, stat, (code, marked, failed))
@@ -507,6 +517,126 @@ def register_config_params(namespace: dict, specs) -> int:
     return count
 
 
+# -- store hooks: a joining process's parameters in place before the module uses them --
+
+STORE_HOOK = "__@trace_stored"  # the global the rewritten module code calls after a store
+
+
+def insert_store_hooks(code: types.CodeType, param_specs=(), function_names=()) -> types.CodeType:
+    """`code` (a module body) with a call of the store hook right after each module-level store of a name it watches.
+
+    Watched are the top-level names of `param_specs` (``MOD:NAME`` watches
+    NAME, ``MOD:Class.attr`` watches Class) and `function_names`. After
+    ``NAME = ...`` the rewritten body runs
+    ``__@trace_stored("NAME", (specs of NAME, ...), defines_marked_function)``,
+    which declares the parameters there and then (so a catch-up value the
+    session sent is in place for the body's next line) and swaps in deferred
+    new source of marked functions. Only STORE_NAME / STORE_GLOBAL of the
+    module code object itself are followed: functions and class bodies are
+    untouched. The result is marshallable (names and constants only). Returns
+    `code` itself when it stores none of the names.
+    """
+    specs_by_name: dict[str, list[str]] = {}
+    for spec in param_specs:
+        target = spec.partition(":")[2]
+        if target:
+            specs_by_name.setdefault(target.split(".")[0], []).append(spec)
+    functions = set(function_names)
+    watched = set(specs_by_name) | functions
+    if not watched or not any(
+        name in watched for name in code.co_names
+    ):
+        return code
+    try:
+        return _insert_store_hooks(code, specs_by_name, functions)
+    except Exception as exc:  # the module still runs; its parameters are declared once it has run
+        stats.failures.append(f"{code.co_filename}: store hooks: {exc!r}")
+        warnings.warn_explicit(
+            f"tracer: cannot watch the assignments of {sorted(watched)} ({exc!r}); values the session learned "
+            "for them take effect only once the module has run",
+            TracingDisabledWarning, code.co_filename, code.co_firstlineno,
+        )
+        return code
+
+
+def _insert_store_hooks(code: types.CodeType, specs_by_name: dict, functions: set) -> types.CodeType:
+    from bytecode import Instr
+
+    from tracer.rewrite import compat
+
+    watched = set(specs_by_name) | functions
+    bc = compat.bytecode_from_code(code)
+    items: list = []
+    inserted = 0
+    for item in bc:
+        items.append(item)
+        if isinstance(item, Instr) and item.name in ("STORE_NAME", "STORE_GLOBAL") and item.arg in watched:
+            name = item.arg
+            loc = item.location
+            items += compat.push_hook(STORE_HOOK, loc)
+            items += [
+                compat.load_const(name, loc),
+                compat.load_const(tuple(specs_by_name.get(name, ())), loc),
+                compat.load_const(name in functions, loc),
+            ]
+            items += compat.call(3, loc)
+            items.append(Instr("POP_TOP", location=loc) if loc is not None else Instr("POP_TOP"))
+            inserted += 1
+    if not inserted:
+        return code
+    bc[:] = items
+    try_begins = [item for item in items if type(item).__name__ == "TryBegin"]
+    # The call sequence leaves the stack as it found it, so the depths of the
+    # module's try regions stay what the compiler made them.
+    return compat.bytecode_to_code(bc, try_begins)
+
+
+def install_store_hook(namespace: dict) -> None:
+    """Put the store hook that `insert_store_hooks` code calls into `namespace` (a module's, or builtins)."""
+    namespace[STORE_HOOK] = after_store
+
+
+def after_store(name: str, specs: tuple, defines_marked_function: bool) -> None:
+    """Called by rewritten module code right after it assigned the global `name`; never raises.
+
+    Declares the `--param` specs that live at `name` in the caller's module
+    namespace (a deferred catch-up value replaces the assigned one), and, if
+    `name` holds a marked function, swaps in new source the session sent
+    before the function existed. A spec that fails here is reported when the
+    module has run (`register_config_params`), once.
+    """
+    try:
+        namespace = sys._getframe(1).f_globals  # the module body that just stored `name`
+        if specs:
+            _declare_stored_params(namespace, name, specs)
+        if defines_marked_function:
+            _apply_deferred_sources()
+    except Exception as exc:  # bookkeeping must never break the program
+        stats.failures.append(f"store hook {name}: {exc!r}")
+
+
+def _declare_stored_params(namespace: dict, name: str, specs: tuple) -> None:
+    from tracer import params
+
+    for spec in specs:
+        target = spec.partition(":")[2]
+        # A class attribute's record is named Class.attr; declaring it again only re-finds it.
+        record = None if "." in target else params.registry.by_name.get(f"{params.stable_module_name(namespace)}.{target}")
+        if record is None:
+            try:
+                params.register_config_param(spec, namespace=namespace)
+            except Exception:
+                pass  # e.g. a function under a --param name: reported once the module has run
+            continue
+        if record.kind == params.KIND_GLOBAL and name in namespace and namespace[name] is not record.value:
+            # The body assigned the parameter again (TEMPLATE = TEMPLATE.strip()):
+            # the record follows, as declaring after the body ran would have seen it.
+            with params.registry.lock:
+                value = params.unshared_copy(namespace[name])
+                namespace[name] = value
+                record.value = value
+
+
 def _functions_named(namespace: dict, qualname: str) -> Iterator[types.FunctionType]:
     """The plain functions reachable as `qualname` from a module namespace (unwrapping decorators)."""
     parts = qualname.split(".")
@@ -666,11 +796,12 @@ def tracer_fingerprint() -> bytes:
         return _fingerprint
 
 
-def _cache_key(module_name: str, marks: ModuleMarks | None, granularity: str) -> bytes:
+def _cache_key(module_name: str, marks: ModuleMarks | None, granularity: str, params=()) -> bytes:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(importlib.util.MAGIC_NUMBER)
     digest.update(tracer_fingerprint())
     digest.update(f"|{module_name}|{granularity}|{marks.key() if marks else ''}".encode())
+    digest.update(f"|{sorted(params)!r}".encode())  # the store hooks follow the --param names
     return digest.digest()
 
 
@@ -736,11 +867,14 @@ __all__ = [
     "TraceLoader",
     "TracingDisabledWarning",
     "cache_location",
+    "STORE_HOOK",
     "bind_when_defined",
     "call_on_first_use",
     "install",
     "installed_finder",
     "instrument_in_place",
+    "insert_store_hooks",
+    "install_store_hook",
     "instrument_module_code",
     "load_rewritten_code",
     "register_config_params",

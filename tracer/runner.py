@@ -105,8 +105,15 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
         import_hook._install_hook_globals(main.__dict__)
         import_hook.bind_when_defined(main.__dict__, "__main__", marked)
     param_specs = config.params_for(*module_names)
-    if param_specs and marked:
-        _declare_params_at_first_marked_call(main.__dict__, param_specs)
+    # The script's body is the whole program, so "after it ran" is too late for
+    # what the session learned: its --param globals are declared (taking a
+    # catch-up value) right where they are assigned, and its trainable
+    # functions get deferred new source right where they are defined.
+    trainable_names = [qualname.split(".")[0] for qualname, trainable, _sites, _argnames in marked
+                       if trainable and "<locals>" not in qualname]
+    if param_specs or trainable_names:
+        code = import_hook.insert_store_hooks(code, param_specs, trainable_names)
+        import_hook.install_store_hook(main.__dict__)
     try:
         _exec_program(code, main.__dict__, marked, param_specs)
     except SystemExit:
@@ -149,43 +156,6 @@ def _exec_program(code: types.CodeType, namespace: dict, marked, param_specs) ->
             import_hook.register_marked_functions(namespace, "__main__", marked)
         if param_specs:
             import_hook.register_config_params(namespace, param_specs)
-
-
-# The hooks a marked call goes through first (call and op granularity).
-_ENTRY_HOOKS = ("__@trace_enter", "__@trace_op_enter")
-
-
-def _declare_params_at_first_marked_call(namespace: dict, specs: list[str]) -> None:
-    """Declare `--param __main__:NAME` parameters when the first marked `__main__` function is called.
-
-    The script's body is the whole program, so "after the module ran" comes
-    too late for its globals; by the first marked call the body has usually
-    assigned them. The entry hooks in the script's namespace are swapped for
-    one-shot versions that declare the parameters, put the real hooks back
-    and call them (hooks do not look at their caller's frame, so the extra
-    call level is invisible). Names not assigned yet are declared (or
-    reported) after the body ends.
-    """
-    real = {name: namespace[name] for name in _ENTRY_HOOKS if name in namespace}
-    declared: list[bool] = []
-
-    def declare_then_restore() -> None:
-        if declared:
-            return
-        declared.append(True)
-        namespace.update(real)
-        ready = [spec for spec in specs if spec.split(":", 1)[1].split(".")[0] in namespace]
-        import_hook.register_config_params(namespace, ready)
-
-    def one_shot(hook):
-        def first_marked_call(*args, **kwargs):
-            declare_then_restore()
-            return hook(*args, **kwargs)
-
-        return first_marked_call
-
-    for name, hook in real.items():
-        namespace[name] = one_shot(hook)
 
 
 def _report_uncaught(exc: BaseException) -> None:

@@ -267,10 +267,6 @@ def test_a_multiprocessing_child_receives_the_version_its_parent_learned(team, p
     assert run.stdout.splitlines() == ["child hi child", "step 1", "child Hello child!"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracer/import_hook.py registers --param globals only after their module has executed "
-    "(register_config_params after exec), so the catch-up value a late process receives is applied after "
-    "the module's own import-time code already used the original value"))
 def test_a_late_process_uses_the_learned_parameter_even_in_its_modules_import_time_code(team, project):
     learner = team.trace_run([*MARKING, "learner.py"], project)
     assert learner.returncode == 0, learner.stderr

@@ -167,11 +167,6 @@ def test_running_a_script_again_in_its_session_gets_its_learned_code_while_it_ru
     assert again.stdout.splitlines() == ["first call 33.0"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tracer/runner.py: the functions of the script itself (__main__) are defined while it runs, and a "
-    "deferred new body is swapped into them only once the flusher sees their first call event (it then "
-    "registers them with tracer.params), not before that call (imported modules get it in "
-    "import_hook._after_exec), so a script run again in its session makes its first calls with its old code"))
 def test_running_a_script_again_in_its_session_starts_from_its_learned_code(loop, project):
     write_files(project, {"main.py": SCRIPT_WITH_ITS_OWN_FUNCTION})
     loop.answer = suggest_by_function({"total": FIXED_TOTAL})
