@@ -154,16 +154,17 @@ class Session:
             self.store.save_definitions(self.name, functions, params, sites)
 
     def add_feedback(self, member: Member, feedback: m.Feedback) -> None:
-        episode = self.episodes.get((member.client_id, feedback.episode))
+        # Feedback may overtake its episode's events (the process's flush before
+        # it timed out): the episode is opened here so they are kept when they come.
+        episode = self._episode(member.client_id, feedback.episode)
         # The first pending feedback of an episode persists the events received so far
         # with it; later ones find them (and their successors) already stored.
-        first = episode is not None and not episode.feedback
+        first = not episode.feedback
         self.store.add_feedback(self.name, member.client_id, feedback.episode, feedback.node,
                                 feedback.text, feedback.score,
                                 episode_events=episode.events if first else None,
                                 episode_dropped=episode.dropped if first else 0)
-        if episode is not None:
-            episode.feedback += 1
+        episode.feedback += 1
         self.feedback_seen += 1
 
     def record_ack(self, member: Member, ack: m.PatchAck) -> None:

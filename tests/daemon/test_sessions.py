@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
+from optimizer_service.sessions import Limits, SessionManager
+from optimizer_service.store import StepRecord, Store
+from protocol import client_hello
 from protocol import messages as m
 from tests.daemon.support import Client
 
@@ -200,3 +204,65 @@ def test_step_in_a_session_without_trainable_parameters_says_how_to_mark_them(en
     client.send(m.Feedback(episode=1, node=1, text="x"))
     done = client.step()
     assert done.version is None and "no trainable parameter" in done.error and "tracer.param" in done.error
+
+
+def persisted(env, session: str = "s") -> list[tuple[int, int, int]]:
+    """(client, episode, event count) of the episodes the daemon keeps in its database."""
+    store = Store(os.path.join(env.state_dir, "state.sqlite3"))
+    try:
+        return [(e.client_id, e.episode, len(e.events)) for e in store.persisted_episodes(session)]
+    finally:
+        store.close()
+
+
+def test_feedback_persists_the_events_of_its_episode(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.run_episode(2, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    client.status()
+    assert persisted(env) == [(client.welcome.client_id, 1, 5)]
+
+
+def test_persisted_events_are_deleted_when_the_step_consuming_their_feedback_commits(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    assert client.step().error is None
+    store = Store(os.path.join(env.state_dir, "state.sqlite3"))
+    assert store.persisted_event_count("s") == 0
+
+
+def test_a_failed_step_keeps_the_persisted_events_of_its_pending_feedback(env, daemon):
+    client = Client(env.socket, "s")
+    out = client.run_episode(1, "p")
+    client.send(m.Feedback(episode=1, node=out, text="x"))
+    assert client.step(fail="llm_error").error_kind == "llm_error"
+    assert persisted(env) == [(client.welcome.client_id, 1, 5)]
+
+
+def test_a_step_commit_deletes_only_the_events_of_the_feedback_it_consumed(tmp_path):
+    # At the store: which feedback a step consumes is decided when it starts, and
+    # feedback given meanwhile (episode 2 here) must keep its events.
+    store = Store(tmp_path / "state.sqlite3")
+    store.ensure_session("s")
+    events = [["v", 1, {"t": "int", "id": 1, "v": 1}]]
+    consumed = store.add_feedback("s", 1, 1, 1, "before", None, episode_events=events)
+    store.add_feedback("s", 1, 2, 1, "during", None, episode_events=events + events)
+    store.commit_step(StepRecord("s", 0, 1.0, 2.0, True), feedback_ids=[consumed], rejection_ids=[],
+                      new_params=None, changes=[], memory=None)
+    assert [(e.episode, len(e.events)) for e in store.persisted_episodes("s")] == [(2, 2)]
+    assert store.persisted_event_count("s") == 2
+
+
+def test_an_episode_released_past_the_feedback_limit_takes_its_persisted_events_along(tmp_path):
+    manager = SessionManager(Store(tmp_path / "state.sqlite3"), executor=None, optimizer_factory=None,
+                             limits=Limits(keep_idle_episodes=1, keep_feedback_episodes=2))
+    session, member = manager.join(client_hello("s"), send=lambda msg: None)
+    for number in range(1, 5):
+        session.ingest(member, m.EventBatch(episode=number, events=[["v", 1, {"t": "int", "id": 1, "v": 1}]]))
+        session.add_feedback(member, m.Feedback(episode=number, node=1, text=f"f{number}"))
+    waiting_in_memory = sorted(n for (_, n), e in session.episodes.items() if e.feedback)
+    assert waiting_in_memory == [2, 3, 4]  # episode 1 was released when episode 4 began
+    assert [e.episode for e in manager.store.persisted_episodes("s")] == waiting_in_memory
+    assert manager.store.persisted_event_count("s") == 3
