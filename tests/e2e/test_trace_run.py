@@ -276,24 +276,35 @@ def test_params_named_on_the_command_line_are_declared(program_dir, tmp_path):
 
 
 @pytest.mark.parametrize("granularity", ["call", "op"])
-def test_main_params_are_declared_by_the_first_marked_call(program_dir, tmp_path, granularity):
+def test_main_params_are_declared_where_the_script_assigns_them(program_dir, tmp_path, granularity):
     write(program_dir, "agent.py", """
         from tracer import params
 
         SYSTEM = "Be brief."
+        declared = params.registry.get("agent.SYSTEM")
 
         def answer(q):
             return SYSTEM + " " + q
 
-        before = params.registry.get("agent.SYSTEM")
         print(answer("hi"))
-        record = params.registry.get("agent.SYSTEM")
-        print(before, record.kind, record.get())
+        print(declared.kind, declared.get())
     """)
     result = trace_run(["--granularity", granularity, "--target", "__main__:answer", "--param", "__main__:SYSTEM", "agent.py"],
                        program_dir, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Be brief. hi\nNone global Be brief.\n"
+    assert result.stdout == "Be brief. hi\nglobal Be brief.\n"
+
+
+def test_main_params_of_a_script_without_marked_functions_are_declared_where_assigned(program_dir, tmp_path):
+    write(program_dir, "config_only.py", """
+        from tracer import params
+
+        SYSTEM = "Be brief."
+        print(params.registry.get("config_only.SYSTEM").get())
+    """)
+    result = trace_run(["--param", "__main__:SYSTEM", "config_only.py"], program_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Be brief.\n"
 
 
 def test_invalid_configuration_is_a_usage_error_before_the_program_runs(program_dir, tmp_path):

@@ -344,7 +344,7 @@ def test_functions_served_from_the_cache_are_registered_like_rewritten_ones(proj
     assert "[True, True]" in second[1]
 
 
-def test_config_params_are_declared_once_their_module_has_run(project):
+def test_config_params_are_declared_when_their_module_is_imported(project):
     code = textwrap.dedent(f"""
         import sys, warnings
         sys.path.insert(0, {str(project)!r})
@@ -352,11 +352,163 @@ def test_config_params_are_declared_once_their_module_has_run(project):
         import_hook.install(config.TraceConfig(params=("shop:RATE", "shop:Greeter.greeting")))
         import shop
         rate, greeting = params.registry.by_name["shop.RATE"], params.registry.by_name["Greeter.greeting"]
-        print(rate.kind, rate.get(), greeting.kind, greeting.get(), import_hook.stats.rewrites)
+        print(rate.kind, rate.get(), greeting.kind, greeting.get())
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["global", "0.5", "class_attr", "hi", "0"]  # no function marked: nothing rewritten
+    assert out.stdout.split() == ["global", "0.5", "class_attr", "hi"]
+
+
+# A module whose own import-time code uses its parameters right after assigning them.
+USES_PARAMS_AT_IMPORT = '''\
+from tracer import params
+
+RATE = 0.5
+DECLARED_AT_ASSIGNMENT = params.registry.get("pricing.RATE") is not None
+DOUBLED = RATE * 2
+
+
+class Greeter:
+    greeting = "hi"
+
+
+GREETING = Greeter.greeting + "!"
+'''
+
+# Runs in the child: a catch-up patch deferred before the import, as a process joining a session has it.
+DEFERRED_DRIVER = '''\
+import json, sys, warnings
+sys.path.insert(0, {project!r})
+from tracer import config, import_hook, params
+params.registry.deferred.update({deferred!r})
+import_hook.install(config.TraceConfig(params={specs!r}, targets={targets!r}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import pricing
+{after}
+print(json.dumps({{
+    "values": [getattr(pricing, name, None) for name in ("RATE", "DOUBLED", "GREETING", "DECLARED_AT_ASSIGNMENT")],
+    "records": {{r.name: [r.get(), r.version, r.patched] for r in params.registry.records() if r.kind != "source"}},
+    "rewrites": import_hook.stats.rewrites,
+    "cache_hits": import_hook.stats.cache_hits,
+    "failures": import_hook.stats.failures,
+    "warnings": [f"{{w.category.__name__}}: {{w.message}}" for w in caught],
+}}, default=repr))
+'''
+
+
+def run_deferred_driver(project, *, deferred=None, specs=("pricing:RATE",), targets=(), after="") -> dict:
+    code = DEFERRED_DRIVER.format(project=str(project), deferred=deferred or {}, specs=tuple(specs),
+                                  targets=tuple(targets), after=after)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(project.parent), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.fixture
+def pricing_project(project):
+    (project / "pricing.py").write_text(USES_PARAMS_AT_IMPORT)
+    return project
+
+
+def test_a_deferred_param_value_is_in_place_for_the_modules_next_line(pricing_project):
+    report = run_deferred_driver(pricing_project, deferred={"pricing.RATE": (4, 0.75)})
+    assert report["values"][:2] == [0.75, 1.5]
+    assert report["records"]["pricing.RATE"] == [0.75, 4, True]
+
+
+def test_a_config_param_is_declared_at_its_assignment_not_after_the_module_ran(pricing_project):
+    report = run_deferred_driver(pricing_project)
+    assert report["values"] == [0.5, 1.0, "hi!", True]
+
+
+def test_a_deferred_class_attribute_is_in_place_once_its_class_is_defined(pricing_project):
+    report = run_deferred_driver(pricing_project, deferred={"Greeter.greeting": (2, "hello")},
+                                 specs=("pricing:Greeter.greeting",))
+    assert report["values"][2] == "hello!"
+    assert report["records"]["Greeter.greeting"] == ["hello", 2, True]
+
+
+def test_a_module_named_only_by_a_param_is_cached_under_its_own_tag(pricing_project):
+    first = run_deferred_driver(pricing_project)
+    second = run_deferred_driver(pricing_project, deferred={"pricing.RATE": (1, 0.25)})
+    assert (first["rewrites"], first["cache_hits"]) == (1, 0)
+    assert (second["rewrites"], second["cache_hits"]) == (0, 1)
+    assert second["values"][:2] == [0.25, 0.5]  # the cached code still declares at the assignment
+    assert cache_files(pricing_project) and all("pricing" in name for name in cache_files(pricing_project))
+
+
+def test_changing_the_params_of_a_module_invalidates_its_cache(pricing_project):
+    run_deferred_driver(pricing_project)
+    report = run_deferred_driver(pricing_project, specs=("pricing:RATE", "pricing:Greeter.greeting"),
+                                 deferred={"Greeter.greeting": (1, "hey")})
+    assert (report["rewrites"], report["cache_hits"]) == (1, 0)
+    assert report["values"][2] == "hey!"
+
+
+def test_a_param_assigned_again_at_import_keeps_its_record_on_the_last_value(pricing_project):
+    (pricing_project / "pricing.py").write_text("RATE = 0.5\nRATE = RATE + 0.25\n")
+    report = run_deferred_driver(pricing_project, deferred={"pricing.RATE": (3, 1.5)})
+    assert report["values"][0] == 1.75
+    assert report["records"]["pricing.RATE"] == [1.75, 3, True]
+
+
+def test_a_param_naming_a_function_warns_once_and_the_module_still_imports(pricing_project):
+    (pricing_project / "pricing.py").write_text("def RATE():\n    return 0.5\nDOUBLED = RATE() * 2\n")
+    report = run_deferred_driver(pricing_project)
+    assert report["values"][1] == 1.0
+    assert "pricing.RATE" not in report["records"]
+    warned = [w for w in report["warnings"] if "--param pricing:RATE" in w]
+    assert len(warned) == 1 and warned[0].startswith("ConfigParamWarning")
+
+
+def test_a_param_that_only_functions_assign_is_reported_after_the_module_ran(pricing_project):
+    (pricing_project / "pricing.py").write_text("def setup():\n    global RATE\n    RATE = 0.5\n")
+    report = run_deferred_driver(pricing_project)
+    assert any("--param pricing:RATE was not declared" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_store_hooks_watch_only_module_level_assignments_of_the_param_names():
+    from tracer import import_hook
+
+    source = textwrap.dedent("""
+        RATE = 1
+        OTHER = 2
+        def f():
+            global RATE
+            RATE = 3
+        class C:
+            RATE = 4
+        A = RATE = 5
+    """)
+    code = import_hook.insert_store_hooks(compile(source, "m.py", "exec"), ["m:RATE"])
+    calls = []
+    namespace = {"__name__": "m", import_hook.STORE_HOOK: lambda *args: calls.append(args)}
+    exec(code, namespace)
+    namespace["f"]()
+    assert calls == [("RATE", ("m:RATE",), False)] * 2
+    assert (namespace["RATE"], namespace["A"], namespace["C"].RATE, namespace["OTHER"]) == (3, 5, 4, 2)
+
+
+def test_code_with_store_hooks_is_marshallable_and_unchanged_without_watched_names():
+    import marshal
+
+    from tracer import import_hook
+
+    code = compile("try:\n    RATE = 1\nexcept Exception:\n    RATE = 2\n", "m.py", "exec")
+    hooked = import_hook.insert_store_hooks(code, ["m:RATE"])
+    assert marshal.loads(marshal.dumps(hooked)).co_names == hooked.co_names
+    assert import_hook.STORE_HOOK in hooked.co_names
+    assert import_hook.insert_store_hooks(code, ["m:NOT_STORED"]) is code
+
+
+def test_a_param_module_run_by_runpy_in_a_fresh_namespace_still_works(pricing_project):
+    report = run_deferred_driver(
+        pricing_project,
+        after="import runpy\nns = runpy.run_module('pricing', run_name='again')\nassert ns['DOUBLED'] == 1.0, ns['DOUBLED']",
+    )
+    assert report["values"][:2] == [0.5, 1.0]
 
 
 def test_config_param_naming_nothing_warns_and_the_module_still_imports(project):
@@ -455,6 +607,62 @@ def test_rewritten_code_run_by_runpy_in_a_fresh_namespace_still_works(project):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(project.parent))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["10", "True"]
+
+
+# A script whose first lines use its own parameter and its own trainable function.
+SCRIPT_USING_ITS_PARAMS = '''\
+SYSTEM = "Be brief."
+print("system", SYSTEM)
+
+
+def total(prices):
+    return sum(prices)
+
+
+print("total", total([10, 20]))
+'''
+
+# Runs the script through trace-run's runner with the session's catch-up patch already deferred.
+RUNNER_DRIVER = '''\
+import sys
+from tracer import config, import_hook, params, runner
+params.registry.deferred.update({deferred!r})
+params.registry.deferred_sources.update({sources!r})
+cfg = config.TraceConfig(params={specs!r}, trainable={trainable!r})
+import_hook.install(cfg)
+status = runner.run_path({script!r}, [], cfg)
+print("errors", sorted(params.registry.deferred_source_errors.items()), "status", status)
+'''
+
+TAXED_TOTAL = "def total(prices):\n    return round(sum(prices) * 1.1, 2)\n"
+
+
+def run_script_in_runner(project, *, deferred=None, sources=None, specs=(), trainable=()) -> list[str]:
+    script = project / "script.py"
+    script.write_text(SCRIPT_USING_ITS_PARAMS)
+    code = RUNNER_DRIVER.format(deferred=deferred or {}, sources=sources or {}, specs=tuple(specs),
+                                trainable=tuple(trainable), script=str(script))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(project.parent), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def test_a_script_uses_its_deferred_param_value_from_its_next_line(project):
+    out = run_script_in_runner(project, deferred={"script.SYSTEM": (2, "Be polite.")}, specs=("__main__:SYSTEM",))
+    assert out == ["system Be polite.", "total 30", "errors [] status 0"]
+
+
+def test_a_script_calls_its_trainable_function_with_the_deferred_source_from_the_first_call(project):
+    out = run_script_in_runner(project, sources={"script.total": (3, TAXED_TOTAL)}, trainable=("__main__:total",))
+    assert out == ["system Be brief.", "total 33.0", "errors [] status 0"]
+
+
+def test_a_deferred_source_that_does_not_fit_leaves_the_scripts_function_as_written(project):
+    out = run_script_in_runner(project, sources={"script.total": (3, "def total(prices, extra):\n    return 0\n")},
+                               trainable=("__main__:total",))
+    assert out[:2] == ["system Be brief.", "total 30"]
+    assert out[2].startswith("errors [('script.total', ") and out[2].endswith("status 0")
 
 
 def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
