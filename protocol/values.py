@@ -57,6 +57,8 @@ def summarize(obj: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEM
     if summary is not None:
         return summary
     kind = type(obj)
+    if kind is str or kind is bytes:  # text that is not short ASCII: no summarizer state needed either
+        return _text_summary(obj, kind.__name__, max_text)
     if (kind is list or kind is tuple) and 0 < max_depth and len(obj) <= max_items and len(obj) <= max_nodes:
         summary = _flat_sequence(obj, _CONTAINERS[kind], max_text)
         if summary is not None:
@@ -103,6 +105,24 @@ def _flat_sequence(obj: list | tuple, name: str, max_text: int) -> dict | None:
     return {"t": name, "id": id(obj), "len": len(items), "items": items, "trunc": False}
 
 
+def _text_summary(obj: Any, name: str, max_text: int) -> dict:
+    """The summary of a str, bytes or bytearray: its head, verbatim."""
+    size = len(obj)
+    shown = obj[:max_text]
+    if name == "bytearray":
+        shown = bytes(shown)
+    out = {"t": name, "id": id(obj), "v": shown}
+    if size > max_text:
+        out["len"] = size
+        out["trunc"] = True
+    if name == "str" and not shown.isascii():
+        escaped = _utf8_safe(shown)
+        if escaped is not shown:
+            out["v"] = escaped
+            out["esc"] = True
+    return out
+
+
 class _Summarizer:
     def __init__(self, max_depth: int, max_items: int, max_text: int, max_nodes: int):
         self.max_depth = max_depth
@@ -119,31 +139,15 @@ class _Summarizer:
         if kind is int:
             return self._big_int(obj)
         if kind is str:
-            return self._text(obj, "str")
+            return _text_summary(obj, "str", self.max_text)
         if kind is float:  # not finite
             return {"t": "float", "id": id(obj), "special": "nan" if obj != obj else ("inf" if obj > 0 else "-inf")}
         if kind is bytes or kind is bytearray:
-            return self._text(obj, kind.__name__)
+            return _text_summary(obj, kind.__name__, self.max_text)
         name = _CONTAINERS.get(kind)
         if name is not None:
             return self._container(obj, name, depth)
         return self._repr(obj, kind)
-
-    def _text(self, obj: Any, name: str) -> dict:
-        size = len(obj)
-        shown = obj[: self.max_text]
-        if name == "bytearray":
-            shown = bytes(shown)
-        out = {"t": name, "id": id(obj), "v": shown}
-        if size > self.max_text:
-            out["len"] = size
-            out["trunc"] = True
-        if name == "str" and not shown.isascii():
-            escaped = _utf8_safe(shown)
-            if escaped is not shown:
-                out["v"] = escaped
-                out["esc"] = True
-        return out
 
     def _big_int(self, obj: int) -> dict:
         digits = None
