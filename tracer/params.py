@@ -473,6 +473,9 @@ class _CellLocation(_Location):
         self.readers = _closure_readers(owner_code, owner_qualname, var)
         self._declared: Any = _MISSING           # what param() returned last, the value of new cells
         self._written: dict[int, Any] = {}       # id(cell) -> what the last write put into it
+        # The cells `snapshot` found, for the write that follows it in `ParamRecord.set`
+        # (finding them walks the whole heap: once per set, not twice).
+        self._snapshot_cells: list | None = None
 
     def is_variable(self, namespace: dict, owner_qualname: str, var: str) -> bool:
         return namespace is self.namespace and owner_qualname == self.owner_qualname and var == self.var
@@ -511,9 +514,10 @@ class _CellLocation(_Location):
                 if isinstance(loc, _CellLocation) and loc is not self and loc.same_place(self)]
 
     def write(self, value: Any) -> None:
+        cells, self._snapshot_cells = self._snapshot_cells, None
         siblings = self._siblings()
         written = {}
-        for cell in self.cells():
+        for cell in cells if cells is not None else self.cells():
             # A shared object (3, None) held by the cell of another parameter
             # of this variable too cannot say whose cell it is: left alone.
             if self._ours(cell) and not any(other._ours(cell) for other in siblings):
@@ -526,7 +530,8 @@ class _CellLocation(_Location):
     def snapshot(self) -> Callable[[], None]:
         """An undo of the next write: every cell and the location's memory as they are now."""
         saved = []
-        for cell in self.cells():
+        self._snapshot_cells = self.cells()
+        for cell in self._snapshot_cells:
             try:
                 saved.append((cell, cell.cell_contents))
             except ValueError:
