@@ -236,3 +236,27 @@ def test_a_shared_value_of_two_parameters_in_one_variable_is_left_alone(load):
     registry.get("closure_fast.retries").set(5)
     assert (mod.fast(), mod.slow()) == (3, 3)
     assert mod.make_retry("fast")() == 5  # the next run declares the set value
+
+
+def test_a_patch_and_a_rollback_reach_the_running_closures(load):
+    from protocol import messages as m
+    from tracer import patcher
+
+    mod = load("""
+        import tracer
+        def make_guide():
+            hint = tracer.param("think step by step", name="closure_patched_hint")
+            return lambda: hint
+        guide = make_guide()
+    """)
+    first, second = 7_000_001, 7_000_002
+
+    def patch(version, value):
+        item = m.PatchItem(name="closure_patched_hint", kind="value", value=value)
+        return patcher.apply_patch(m.Patch(version=version, items=[item]))
+
+    assert [r.ok for r in patch(first, "answer directly")] == [True]
+    assert [r.ok for r in patch(second, "ask a question first")] == [True]
+    assert mod.guide() == "ask a question first"
+    assert all(r.ok for r in patcher.rollback_to(first))
+    assert mod.guide() == "answer directly"
