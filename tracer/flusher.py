@@ -18,11 +18,11 @@ transport. Two threads so that a daemon that reads slowly only ever blocks
 the sender: the flusher keeps emptying the program's buffers meanwhile.
 
 Memory is bounded at every stage: the hooks' buffers by their own capacity
-(when full they call the overflow handler, `backpressure()`, which blocks the
-producing thread briefly while the flusher drains: between two slices, so a
-program that records faster than records are converted is slowed to the
-flusher's pace instead of losing whole buffers), the backlog by
-`max_backlog_records` (beyond it the producer waits, and drops after its
+(when full they call the overflow handler, `backpressure()`, which moves
+them into the backlog on the producing thread), the backlog by
+`max_backlog_records` (beyond it the producer waits until the flusher has
+converted enough, so a program that records faster than records are
+converted is slowed to the flusher's pace, and drops a buffer only after its
 timeout), and the flusher's queue,
 which holds frames already encoded, by `max_pending_bytes` (while the daemon
 is unreachable or slower than the program). Whatever is dropped is counted, reported to the daemon in the next
@@ -244,7 +244,9 @@ class Flusher:
         self._episode_records = 0
         self._episode_sent_on: int | None = None   # connection generation that saw this episode
         # Drained, not yet converted: [thread ident, records, index of the first
-        # one not converted], oldest first; only touched under resolver_lock.
+        # one not converted], oldest first. Its lock also serialises drains: two
+        # drains at once could both take the same records.
+        self._backlog_lock = threading.Lock()
         self._backlog: deque[list] = deque()
         self._backlog_records = 0
         self._backlog_ticket = 0     # highest flush ticket whose records have been drained
@@ -326,17 +328,29 @@ class Flusher:
             return self._progress.wait_for(lambda: self._completed >= ticket, timeout)
 
     def backpressure(self, timeout: float = DEFAULT_BACKPRESSURE_WAIT) -> None:
-        """Overflow handler for the hooks: wake the flusher and wait until it has emptied the buffers.
+        """Overflow handler for the hooks: empty the buffers into the flusher's backlog.
 
-        Called on the producing thread when its buffer is full. The wait ends
-        as soon as the buffers are drained (not converted), and after
-        `timeout` s at most: a flusher still busy converting earlier records
+        Called on the producing thread when its buffer is full. While the
+        backlog has room, the buffers are drained right here and the program
+        goes on. Otherwise it waits until the flusher has converted enough
+        to take them, and `timeout` s at most: a flusher that cannot keep up
         slows the program down by that much per overflow, never hangs it
         (the buffer then drops what it holds, counted). Never raises.
         """
         try:
-            if self.running and self._thread is not threading.current_thread():
-                self._run_one_cycle(timeout, until_drained=True)
+            if not self.running or self._thread is threading.current_thread():
+                return
+            if self._backlog_records < self._max_backlog_records:
+                # Drain on this thread: moving records to the backlog is cheap, and
+                # must not wait for the flusher's turn (a long GC pause on its
+                # thread would otherwise cost the program a whole buffer).
+                with self._progress:
+                    self._requested += 1
+                    ticket = self._requested
+                self._take_records(ticket)
+                self._wake.set()
+                return
+            self._run_one_cycle(timeout, until_drained=True)
         except Exception:
             pass
 
@@ -390,10 +404,10 @@ class Flusher:
         """Drain the buffers, then convert and queue what was drained, one slice at a time.
 
         The resolver lock is taken per slice, so the API layer's lookups wait
-        for one slice at most. Between slices, a producer waiting in
-        backpressure() has its buffer drained at once (unless the backlog is
-        full): draining is cheap, converting is not, and the program should
-        wait for neither longer than it must.
+        for one slice at most. Between slices, a pending request to drain (a
+        flush, or a producer in backpressure() that found the backlog full) is
+        served as soon as the backlog has room: draining is cheap, converting
+        is not, and nobody should wait for a whole backlog to be converted.
         """
         with self.resolver_lock:
             self._take_records(serving)
@@ -403,8 +417,10 @@ class Flusher:
                 if converted and self._episode_records > self.max_episode_records:
                     self._roll_locked()
                     self.stats.auto_rolled += 1
-                if not self._backlog:
-                    self._mark_completed(self._backlog_ticket)
+                with self._backlog_lock:
+                    emptied = None if self._backlog else self._backlog_ticket
+                if emptied is not None:
+                    self._mark_completed(emptied)
             if not converted:
                 break
             self._queue_ready.set()  # the sender sends this slice while the next one is converted
@@ -438,13 +454,14 @@ class Flusher:
             self._progress.notify_all()
 
     def _take_records(self, ticket: int = 0) -> None:
-        """Move every buffered record into the backlog (callers hold resolver_lock)."""
-        drained = self._drain()
-        for thread, records in drained:
-            if records:
-                self._backlog.append([thread, records, 0])
-                self._backlog_records += len(records)
-        self._backlog_ticket = max(self._backlog_ticket, ticket)
+        """Move every buffered record into the backlog (any thread)."""
+        with self._backlog_lock:
+            drained = self._drain()
+            for thread, records in drained:
+                if records:
+                    self._backlog.append([thread, records, 0])
+                    self._backlog_records += len(records)
+            self._backlog_ticket = max(self._backlog_ticket, ticket)
         self._mark_drained(ticket)
         self._count_buffer_drops()
 
@@ -456,6 +473,10 @@ class Flusher:
 
     def _next_slice(self) -> tuple[list[tuple[int, list]], int]:
         """Up to `slice_records` records off the front of the backlog, as (thread, records) chunks."""
+        with self._backlog_lock:
+            return self._next_slice_locked()
+
+    def _next_slice_locked(self) -> tuple[list[tuple[int, list]], int]:
         chunks = []
         room = self._slice_records
         while self._backlog and room > 0:

@@ -376,21 +376,49 @@ def test_backpressure_releases_the_program_once_the_buffers_are_drained_not_conv
     assert buffers.pending() == 0
 
 
-def test_backpressure_gives_up_after_its_timeout_when_the_flusher_is_busy(server, transport, make_flusher):
+def test_backpressure_gives_up_after_its_timeout_when_the_flusher_is_busy_and_the_backlog_full(
+        server, transport, make_flusher):
     release = threading.Event()
+    converting = threading.Event()
 
     def stuck(drained):
+        converting.set()
+        release.wait(5)
+        return to_events(drained)
+
+    flusher = make_flusher(convert=stuck, interval=5.0, slice_records=1, max_backlog_records=1)
+    record_calls(2)
+    flusher.backpressure(timeout=1.0)  # drained; the flusher sticks converting the first record
+    assert converting.wait(2)
+    record_calls(1, start=3)
+    started = time.monotonic()
+    flusher.backpressure(timeout=0.2)
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert buffers.pending() == 1
+    release.set()
+
+
+def test_backpressure_does_not_wait_for_a_busy_flusher_while_the_backlog_has_room(server, transport, make_flusher):
+    release = threading.Event()
+    converting = threading.Event()
+
+    def stuck(drained):
+        converting.set()
         release.wait(5)
         return to_events(drained)
 
     flusher = make_flusher(convert=stuck, interval=5.0)
     record_calls(1)
-    flusher.backpressure(timeout=1.0)  # the flusher drains, then sticks in convert
+    flusher.backpressure(timeout=1.0)
+    assert converting.wait(2)          # the flusher is stuck in convert (a GC pause, a slow repr...)
     record_calls(1, start=2)
     started = time.monotonic()
-    flusher.backpressure(timeout=0.2)
-    assert 0.2 <= time.monotonic() - started < 1.0
+    flusher.backpressure(timeout=1.0)
+    assert time.monotonic() - started < 0.5
+    assert buffers.pending() == 0
     release.set()
+    assert flushed(flusher, transport, 5)
+    assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == [1, 2]
 
 
 def test_a_parameter_msgpack_cannot_carry_does_not_keep_the_other_definitions_from_the_daemon(server, transport, make_flusher):
@@ -434,14 +462,13 @@ def slow_converter(per_slice):
     return convert
 
 
-def test_backpressure_is_served_between_slices_of_a_long_conversion(server, transport, make_flusher):
+def test_records_taken_during_a_long_conversion_arrive_after_the_earlier_ones(server, transport, make_flusher):
     flusher = make_flusher(convert=slow_converter(0.05), slice_records=10, interval=5.0)
     record_calls(100)                      # ten slices: half a second of converting
-    flusher.backpressure(timeout=1.0)      # drained at once; the cycle converts from now on
+    flusher.backpressure(timeout=1.0)      # drained at once; the flusher converts from now on
+    time.sleep(0.1)
     record_calls(10, start=101)
-    started = time.monotonic()
     flusher.backpressure(timeout=1.0)
-    assert time.monotonic() - started < 0.3  # one slice, not the whole backlog
     assert buffers.pending() == 0
     assert flushed(flusher, transport, 5)
     assert [e[1] for b in server.messages(m.EventBatch) for e in b.events] == list(range(1, 111))
@@ -452,6 +479,7 @@ def test_backpressure_waits_while_the_backlog_is_full(server, transport, make_fl
                            interval=5.0)
     record_calls(100)
     flusher.backpressure(timeout=1.0)
+    time.sleep(0.1)                        # the flusher's cycle is under way
     record_calls(10, start=101)
     started = time.monotonic()
     flusher.backpressure(timeout=0.1)      # 90 records still to convert: over the bound
