@@ -20,8 +20,18 @@ Modelled on pytest's assertion rewriting (`_pytest/assertion/rewrite.py`):
 
 Modules already imported when the hook is installed get their marked
 functions instrumented in place (`marking.instrument_function`), with one
-`ImportedBeforeHookWarning` per module. Modules named by `--param` only are
-loaded normally and their parameters declared after the body ran.
+`ImportedBeforeHookWarning` per module.
+
+A process that joins a session holds the session's latest values before
+any module runs (deferred in `tracer.params`, as no parameter exists yet).
+So that a module's own import-time code already sees them, each
+module-level assignment of a `--param` name is followed by a call of the
+store hook (`insert_store_hooks`, `after_store`): it declares the parameter
+right there, which puts the deferred value in place for the next line. Only
+modules a `--param` or a mark names are rewritten (and cached); the rest
+keep their normal pyc. The runner does the same for a script's `--param`
+globals and for its trainable functions, which get deferred new source as
+soon as they are defined.
 
 The hook names are also put into `builtins`, so rewritten code that runs in
 a namespace this loader never prepared (runpy, multiprocessing's spawn of a
