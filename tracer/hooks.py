@@ -339,7 +339,10 @@ def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
         params = _params_registry()
         if params is None:
             return value
-        rec = _closure_param(params.by_closure.get(key), value)
+        recs = params.by_closure.get(key)
+        if not recs:
+            return value  # the common case: a closure variable that is no parameter
+        rec = _closure_param(recs, value)
         if rec is None:
             return value
         buf = tok[3][0]
