@@ -17,6 +17,7 @@ threads), and WAL lets readers run while a step commits.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -30,6 +31,8 @@ import msgpack
 
 from optimizer_service.migrations import apply_migrations
 from optimizer_service.step_types import MemoryEntry
+
+log = logging.getLogger(__name__)
 
 COMPONENT: Final = "daemon"
 
@@ -557,18 +560,36 @@ class Store:
             " ORDER BY e.client_id, e.episode, e.id", (session,)
         )
         episodes: dict[tuple[int, int], PersistedEpisode] = {}
+        damaged: set[tuple[int, int]] = set()
         for client_id, number, blob, dropped in rows:
-            episode = episodes.get((client_id, number))
+            key = (client_id, number)
+            try:
+                events = unpack(blob)
+                if not isinstance(events, list):
+                    raise ValueError(f"expected a list of events, found {type(events).__name__}")
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                # A partial graph would mislead the optimizer; without one the
+                # step still gets the feedback text and every trainable parameter.
+                log.warning("session %s: persisted events of client %d episode %d are unreadable (%s); "
+                            "the next step gets its feedback without its trace", session, client_id, number, exc)
+                damaged.add(key)
+                continue
+            episode = episodes.get(key)
             if episode is None:
-                episode = episodes[(client_id, number)] = PersistedEpisode(client_id, number, [], 0)
-            episode.events.extend(unpack(blob))
+                episode = episodes[key] = PersistedEpisode(client_id, number, [], 0)
+            episode.events.extend(events)
             episode.dropped += dropped
-        return list(episodes.values())
+        return [e for key, e in episodes.items() if key not in damaged]
 
     def persisted_event_count(self, session: str) -> int:
-        """How many events of `session` are persisted (for status and tests)."""
-        rows = self._conn.execute("SELECT events FROM episode_events WHERE session = ?", (session,))
-        return sum(len(unpack(r[0])) for r in rows)
+        """How many readable events of `session` are persisted, consumed or not (for inspection and tests)."""
+        count = 0
+        for (blob,) in self._conn.execute("SELECT events FROM episode_events WHERE session = ?", (session,)):
+            try:
+                count += len(unpack(blob))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                continue  # persisted_episodes() reports unreadable chunks
+        return count
 
     def pending_feedback(self, session: str) -> list[PendingFeedback]:
         """Feedback given since the last step (across every process of the session)."""

@@ -266,3 +266,16 @@ def test_an_episode_released_past_the_feedback_limit_takes_its_persisted_events_
     assert waiting_in_memory == [2, 3, 4]  # episode 1 was released when episode 4 began
     assert [e.episode for e in manager.store.persisted_episodes("s")] == waiting_in_memory
     assert manager.store.persisted_event_count("s") == 3
+
+
+def test_an_unreadable_persisted_episode_is_left_out_and_the_others_are_rebuilt(tmp_path):
+    store = Store(tmp_path / "state.sqlite3")
+    store.ensure_session("s")
+    events = [["v", 1, {"t": "int", "id": 1, "v": 1}]]
+    store.add_feedback("s", 1, 1, 1, "damaged", None, episode_events=events)
+    store.add_feedback("s", 1, 2, 1, "intact", None, episode_events=events)
+    store.append_episode_events("s", 1, 1, events)
+    store._conn.execute("UPDATE episode_events SET events = x'c1' WHERE episode = 1 AND id = "
+                        "(SELECT MAX(id) FROM episode_events WHERE episode = 1)")  # as a disk fault would
+    assert [(e.episode, e.events) for e in store.persisted_episodes("s")] == [(2, events)]
+    assert [f.text for f in store.pending_feedback("s")] == ["damaged", "intact"]
