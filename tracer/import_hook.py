@@ -27,11 +27,11 @@ any module runs (deferred in `tracer.params`, as no parameter exists yet).
 So that a module's own import-time code already sees them, each
 module-level assignment of a `--param` name is followed by a call of the
 store hook (`insert_store_hooks`, `after_store`): it declares the parameter
-right there, which puts the deferred value in place for the next line. Only
-modules a `--param` or a mark names are rewritten (and cached); the rest
-keep their normal pyc. The runner does the same for a script's `--param`
-globals and for its trainable functions, which get deferred new source as
-soon as they are defined.
+right there, which puts the deferred value in place for the next line. The
+definition of a trainable function is followed by the same call, which
+swaps in new source that arrived before the function existed. Only modules
+a `--param` or a mark names are rewritten (and cached); the rest keep their
+normal pyc. The runner does the same for the script it runs as `__main__`.
 
 The hook names are also put into `builtins`, so rewritten code that runs in
 a namespace this loader never prepared (runpy, multiprocessing's spawn of a
@@ -280,7 +280,11 @@ class TraceLoader(importlib.machinery.SourceFileLoader):
         code = self.get_code(module.__name__)
         if self.marked:
             _install_hook_globals(module.__dict__)
-        if self.params:
+            if _deferred_sources_pending():
+                # New source arrived for functions of this module: let the store hooks
+                # find them as soon as the body defines them (before import-time calls).
+                bind_when_defined(module.__dict__, module.__name__, self.marked)
+        if self.params or self.marked:
             install_store_hook(module.__dict__)
         return code
 
@@ -300,9 +304,9 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
     `register_marked_functions` registers them (with their function objects)
     once the module body has run, whether the code came from the cache or not.
     `params` are the module's `--param` specs: the module-level assignments
-    of their names are followed by a call of the store hook
-    (`insert_store_hooks`). Compiles and rewrites on a miss and refreshes the
-    cache when it can.
+    of their names, and the definitions of its trainable functions, are
+    followed by a call of the store hook (`insert_store_hooks`). Compiles
+    and rewrites on a miss and refreshes the cache when it can.
     """
     read_bytes = read_bytes or _read_file
     stat = os.stat(source_path)  # before reading: a concurrent edit then leaves a stale mtime, never stale code
@@ -319,8 +323,8 @@ def load_rewritten_code(source_path, module_name, marks, granularity, read_bytes
     source = read_bytes(source_path)
     code = compile(source, source_path, "exec", dont_inherit=True)
     code, marked, failed = instrument_module_code(code, marks, module_name, granularity)
-    if params:
-        code = insert_store_hooks(code, params)
+    if params or marked:
+        code = insert_store_hooks(code, params, trainable_top_level_names(marked))
     stats.rewrites += 1
     if cache_path is not None and not sys.dont_write_bytecode:
         _write_cache(cache_path, key, stat, (code, marked, failed))
@@ -410,6 +414,17 @@ def _install_hook_globals(namespace: dict) -> None:
 
 
 # -- registering and in-place instrumentation ----------------------------------
+
+
+def _deferred_sources_pending() -> bool:
+    params = sys.modules.get("tracer.params")  # no patch arrived if it was never imported
+    return params is not None and bool(params.registry.deferred_sources)
+
+
+def trainable_top_level_names(marked) -> list[str]:
+    """The module-level names that hold the trainable functions of `marked` (a method's class name)."""
+    return sorted({qualname.split(".")[0] for qualname, trainable, _sites, _argnames in marked
+                   if trainable and "<locals>" not in qualname})
 
 
 def _apply_deferred_sources() -> None:
@@ -891,5 +906,6 @@ __all__ = [
     "register_marked_functions",
     "stats",
     "tracer_fingerprint",
+    "trainable_top_level_names",
     "uninstall",
 ]

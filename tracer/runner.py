@@ -109,8 +109,7 @@ def _run_main(filename: str, argv: list[str], config: TraceConfig, *, spec, modu
     # what the session learned: its --param globals are declared (taking a
     # catch-up value) right where they are assigned, and its trainable
     # functions get deferred new source right where they are defined.
-    trainable_names = [qualname.split(".")[0] for qualname, trainable, _sites, _argnames in marked
-                       if trainable and "<locals>" not in qualname]
+    trainable_names = import_hook.trainable_top_level_names(marked)
     if param_specs or trainable_names:
         code = import_hook.insert_store_hooks(code, param_specs, trainable_names)
         import_hook.install_store_hook(main.__dict__)

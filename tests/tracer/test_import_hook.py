@@ -381,13 +381,16 @@ import json, sys, warnings
 sys.path.insert(0, {project!r})
 from tracer import config, import_hook, params
 params.registry.deferred.update({deferred!r})
-import_hook.install(config.TraceConfig(params={specs!r}, targets={targets!r}))
+params.registry.deferred_sources.update({sources!r})
+import_hook.install(config.TraceConfig(params={specs!r}, trainable={trainable!r}))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import pricing
 {after}
 print(json.dumps({{
     "values": [getattr(pricing, name, None) for name in ("RATE", "DOUBLED", "GREETING", "DECLARED_AT_ASSIGNMENT")],
+    "import_time_total": getattr(pricing, "IMPORT_TIME_TOTAL", None),
+    "source_errors": params.registry.deferred_source_errors,
     "records": {{r.name: [r.get(), r.version, r.patched] for r in params.registry.records() if r.kind != "source"}},
     "rewrites": import_hook.stats.rewrites,
     "cache_hits": import_hook.stats.cache_hits,
@@ -397,9 +400,9 @@ print(json.dumps({{
 '''
 
 
-def run_deferred_driver(project, *, deferred=None, specs=("pricing:RATE",), targets=(), after="") -> dict:
-    code = DEFERRED_DRIVER.format(project=str(project), deferred=deferred or {}, specs=tuple(specs),
-                                  targets=tuple(targets), after=after)
+def run_deferred_driver(project, *, deferred=None, sources=None, specs=("pricing:RATE",), trainable=(), after="") -> dict:
+    code = DEFERRED_DRIVER.format(project=str(project), deferred=deferred or {}, sources=sources or {},
+                                  specs=tuple(specs), trainable=tuple(trainable), after=after)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=child_env(project.parent), timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -467,6 +470,24 @@ def test_a_param_that_only_functions_assign_is_reported_after_the_module_ran(pri
     (pricing_project / "pricing.py").write_text("def setup():\n    global RATE\n    RATE = 0.5\n")
     report = run_deferred_driver(pricing_project)
     assert any("--param pricing:RATE was not declared" in w for w in report["warnings"]), report["warnings"]
+
+
+def test_a_trainable_function_called_at_import_time_runs_its_deferred_source(pricing_project):
+    (pricing_project / "pricing.py").write_text(
+        "def total(prices):\n    return sum(prices)\n\n\nIMPORT_TIME_TOTAL = total([10, 20])\n"
+    )
+    source = "def total(prices):\n    return round(sum(prices) * 1.1, 2)\n"
+    report = run_deferred_driver(pricing_project, specs=(), trainable=("pricing:total",),
+                                 sources={"pricing.total": (5, source)})
+    assert (report["import_time_total"], report["source_errors"]) == (33.0, {})
+
+
+def test_a_trainable_function_without_deferred_source_runs_as_written_at_import_time(pricing_project):
+    (pricing_project / "pricing.py").write_text(
+        "def total(prices):\n    return sum(prices)\n\n\nIMPORT_TIME_TOTAL = total([10, 20])\n"
+    )
+    report = run_deferred_driver(pricing_project, specs=(), trainable=("pricing:total",))
+    assert report["import_time_total"] == 30
 
 
 def test_store_hooks_watch_only_module_level_assignments_of_the_param_names():
