@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
-import itertools
 import os
 import subprocess
 import sys
@@ -27,22 +25,6 @@ from tracer.params import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-_counter = itertools.count()
-
-
-@pytest.fixture
-def load(tmp_path):
-    """Import `source` as a fresh module with a unique name; returns the module."""
-    def load_module(source: str, stem: str = "mod"):
-        name = f"pm_{stem}_{next(_counter)}"
-        path = tmp_path / f"{name}.py"
-        path.write_text(textwrap.dedent(source))
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    yield load_module
 
 
 def test_module_global_is_named_module_dot_name(load):

@@ -7,31 +7,12 @@ another name (`before = FIRST`) is its own and a set never changes it.
 """
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import sys
-import textwrap
 
 import pytest
 
 from tracer.params import registry
 
-_counter = itertools.count()
-
-
-@pytest.fixture
-def load(tmp_path):
-    """Import `source` as a fresh module with a unique name; returns the module."""
-    def load_module(source: str, stem: str = "chained"):
-        name = f"pch_{stem}_{next(_counter)}"
-        path = tmp_path / f"{name}.py"
-        path.write_text(textwrap.dedent(source))
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    yield load_module
 
 
 def test_every_global_of_a_chain_is_a_place_of_one_parameter_named_after_the_first(load):

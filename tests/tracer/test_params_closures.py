@@ -10,31 +10,14 @@ by every run of the enclosing function; the reads are in test_provenance.
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import sys
-import textwrap
 
 import pytest
 
 from tracer.params import ParamTypeError, registry
 
 _counter = itertools.count()
-
-
-@pytest.fixture
-def load(tmp_path):
-    """Import `source` as a fresh module with a unique name; returns the module."""
-    def load_module(source: str, stem: str = "closure"):
-        name = f"pc_{stem}_{next(_counter)}"
-        path = tmp_path / f"{name}.py"
-        path.write_text(textwrap.dedent(source))
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    yield load_module
 
 
 def test_a_closure_variable_is_named_like_a_local_of_its_function(load):
