@@ -129,6 +129,11 @@ class Resolver:
         self._argnames_cache: dict[int, list] = {}
         self._defaults_cache: dict[int, dict] = {}
         self._defaults_generation: Any = None   # tracer.params generation the defaults cache is for
+        # id -> (name, value) of parameters whose current value is an object of
+        # their own (tracer.param and --param hand out unshared copies): a
+        # value passed in that IS such an object came from the parameter, even
+        # when unmarked code read it and equal strings are interned elsewhere.
+        self._param_values: dict[int, tuple] = {}
         self._thread = 0
         self.skipped = 0   # events dropped because their call was not seen in this episode
         self.errors = 0    # records that could not be converted
@@ -240,11 +245,17 @@ class Resolver:
             if key not in ep.ambiguous:
                 if node is not None:
                     return node
+                param = self._param_values.get(key)
+                if param is not None and param[1] is obj:
+                    return self._param_node(param[0], obj, events)
                 node = self._next_node()  # _value_node(), inlined: this is the commonest input
                 events.append(("v", node, verbatim_summary(obj) or self._other_summary(obj)))
                 ep.sources[key] = node
                 ep.alive.append(obj)
                 return node
+        param = self._param_values.get(key)
+        if param is not None and param[1] is obj:
+            return self._param_node(param[0], obj, events)
         return self._value_node(obj, events)
 
     def _output_node(self, obj: Any, events: list, func_id: Optional[int]) -> int:
@@ -448,6 +459,7 @@ class Resolver:
         if generation != self._defaults_generation or registry is None:
             self._defaults_cache.clear()
             self._defaults_generation = generation
+            self._param_values = _own_param_values(registry)
 
     def _set_ref(self, ref: tuple, node: int) -> None:
         ep = self._episode
@@ -476,6 +488,26 @@ def _argnames(func_id: int, n: int) -> list[str]:
     if len(names) < n:
         names += [str(i) for i in range(len(names), n)]
     return names[:n]
+
+
+def _own_param_values(registry: Any) -> dict[int, tuple]:
+    """id -> (name, value) for module-global and class-attribute parameters holding an object of their own."""
+    if registry is None:
+        return {}
+    found: dict[int, tuple] = {}
+    try:
+        records = list(registry.by_name.values())
+    except Exception:
+        return {}
+    for record in records:
+        if getattr(record, "kind", None) not in ("global", "class_attr"):
+            continue
+        value = getattr(record, "value", None)
+        # Same rule as _param_node: unshared str/bytes copies, or objects
+        # CPython never shares between unrelated code.
+        if (type(value) in (str, bytes) and len(value) >= 2) or not is_shareable(value):
+            found[id(value)] = (record.name, value)
+    return found
 
 
 def _default_params(func_id: int) -> dict:

@@ -227,6 +227,24 @@ def test_call_mode_parameter_passed_on_links_to_the_parameter_node():
     assert input_nodes(ident) == [read[3]]
 
 
+WORD = params.param("Hello", name="test_provenance.word")  # identifier-like: CPython interns equal literals
+
+
+def test_call_mode_parameter_passed_by_unmarked_code_is_the_parameters_node():
+    # Unmarked code reads the parameter and passes it on: the marked call's
+    # input is the parameter (tracer.param handed out an object of its own).
+    _, events = trace(lambda: identity(WORD))
+    (ident,) = call_events(events, "identity")
+    assert ("param", input_nodes(ident)[0], "test_provenance.word") in events
+
+
+def test_call_mode_equal_interned_literal_is_never_taken_for_the_parameter():
+    _, events = trace(lambda: identity("Hello"))
+    (ident,) = call_events(events, "identity")
+    assert not [e for e in events if e[0] == "param"]
+    assert producer_of(events, input_nodes(ident)[0]) is None
+
+
 class Agent:
     style = params.param("formal and brief", name="test_provenance.Agent.style")
 
