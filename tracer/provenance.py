@@ -119,10 +119,6 @@ class Resolver:
     def __init__(self) -> None:
         self._next_node = itertools.count(1).__next__
         self._episode = _Episode()
-        self._sent_functions: set[int] = set()
-        self._sent_sites: set[int] = set()
-        self._pending_functions: list[int] = []
-        self._pending_sites: list[int] = []
         self._constants: dict[int, tuple] = {}  # func id -> (its code when cached, ids of that code's constants)
         self._constants_now: dict[Optional[int], frozenset] = {}  # the same, checked during this convert()
         self._summaries: dict[int, dict] = {}  # id -> summary of a non-scalar summarised during this convert()
@@ -182,32 +178,6 @@ class Resolver:
     def release(self, episode: Any = None) -> None:
         """Forget every value of the current episode (memory returns to its level before)."""
         self._episode = _Episode()
-
-    def new_functions(self) -> list:
-        """FunctionDefs of marked functions seen in events and not returned before."""
-        from tracer import marking
-
-        out = []
-        for func_id in self._pending_functions:
-            try:
-                out.append(marking.function_def(func_id))
-            except KeyError:
-                continue
-        self._pending_functions = []
-        return out
-
-    def new_sites(self) -> list:
-        """SiteDefs of op-mode sites seen in events and not returned before."""
-        from tracer import marking
-
-        out = []
-        for site_id in self._pending_sites:
-            try:
-                out.append(marking.registry.site_def(site_id))
-            except KeyError:
-                continue
-        self._pending_sites = []
-        return out
 
     # -- nodes ------------------------------------------------------------
 
@@ -312,9 +282,6 @@ class Resolver:
         ops[op] = func_id
         if parent is not None and parent not in ops:
             parent = None  # the enclosing call belongs to an earlier episode
-        if func_id not in self._sent_functions:
-            self._sent_functions.add(func_id)
-            self._pending_functions.append(func_id)
         names = self._argnames_cache.get(func_id)
         if names is None or len(names) < len(args):
             names = self._argnames_cache[func_id] = _argnames(func_id, len(args))
@@ -427,9 +394,6 @@ class Resolver:
         if op not in ep.ops:
             self.skipped += 1
             return
-        if site not in self._sent_sites:
-            self._sent_sites.add(site)
-            self._pending_sites.append(site)
         inputs = []
         for ref in refs:
             if ref is None:

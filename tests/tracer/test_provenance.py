@@ -420,13 +420,14 @@ def test_op_mode_arguments_after_a_closure_captured_argument_keep_their_nodes():
     assert add[5][0] == input_nodes(call)[2]
 
 
-def test_resolver_hands_out_each_new_function_definition_once():
-    resolver = provenance.Resolver()
-    trace(make_list, 2, resolver=resolver)
-    (definition,) = resolver.new_functions()
+def test_call_events_name_a_function_whose_definition_carries_its_source():
+    # The flusher sends definitions for the function ids it finds in events.
+    from tracer import marking
+
+    _, events = trace(make_list, 2)
+    (call,) = call_events(events, "make_list")
+    definition = marking.function_def(call[2])
     assert definition.qualname == "make_list" and "return list(range(n))" in definition.source
-    trace(make_list, 2, resolver=resolver)
-    assert resolver.new_functions() == []
 
 
 def test_op_mode_sites_come_with_their_source_text():
@@ -434,15 +435,15 @@ def test_op_mode_sites_come_with_their_source_text():
     def scaled(x):
         return x * 3 + 1
 
-    resolver = provenance.Resolver()
-    trace(scaled, 2, resolver=resolver)
-    sites = {s.op: s for s in resolver.new_sites()}
+    from tracer import marking
+
+    _, events = trace(scaled, 2)
+    sites = {s.op: s for s in (marking.registry.site_def(e[3]) for e in events if e[0] == "op")}
     assert set(sites) >= {"multiply", "add"}
     assert sites["multiply"].line == scaled.__code__.co_firstlineno + 2
     if sys.version_info >= (3, 11):  # 3.10 has no column information
         assert sites["multiply"].text == "x * 3"
         assert sites["add"].text == "x * 3 + 1"
-    assert resolver.new_sites() == []
 
 
 def test_events_of_a_call_from_an_earlier_episode_are_skipped_not_misattributed():
