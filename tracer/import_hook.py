@@ -417,8 +417,10 @@ def _install_hook_globals(namespace: dict) -> None:
 
 
 def _deferred_sources_pending() -> bool:
-    params = sys.modules.get("tracer.params")  # no patch arrived if it was never imported
-    return params is not None and bool(params.registry.deferred_sources)
+    # No patch arrived if tracer.params was never imported, or is still being
+    # imported (it may import a marked module itself: no registry yet).
+    registry = getattr(sys.modules.get("tracer.params"), "registry", None)
+    return registry is not None and bool(registry.deferred_sources)
 
 
 def trainable_top_level_names(marked) -> list[str]:
@@ -431,9 +433,8 @@ def _apply_deferred_sources() -> None:
     # A process that joined a session may hold new source for functions of a
     # module it had not imported yet (the patcher defers it). Swap it in now,
     # before the importer's first call, not at the flusher's next cycle.
-    params = sys.modules.get("tracer.params")  # no patch arrived if it was never imported
-    if params is not None and params.registry.deferred_sources:
-        params.registry.records()  # registers the new functions and swaps deferred sources in
+    if _deferred_sources_pending():
+        sys.modules["tracer.params"].registry.records()  # registers the new functions, swaps deferred sources in
 
 
 def register_marked_functions(namespace: dict, module_name: str, marked) -> int:

@@ -692,3 +692,16 @@ def test_cache_location_uses_its_own_tag_next_to_the_normal_pyc(tmp_path):
     path = cache_location(str(tmp_path / "mod.py"))
     assert path == str(tmp_path / "__pycache__" / f"mod.{CACHE_TAG}.pyc")
     assert CACHE_TAG != sys.implementation.cache_tag
+
+
+def test_a_marked_module_imported_while_tracer_params_is_still_importing_loads(monkeypatch):
+    # tracer.params imports standard modules; when one of them is marked
+    # (`json:*`), the hook runs while tracer.params has no registry yet.
+    # That means no patch has arrived: nothing is deferred, nothing crashes.
+    import types
+
+    from tracer import import_hook
+
+    monkeypatch.setitem(sys.modules, "tracer.params", types.ModuleType("tracer.params"))
+    assert import_hook._deferred_sources_pending() is False
+    import_hook._apply_deferred_sources()
