@@ -29,7 +29,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from tracer import hooks
+from tracer import hook_table, hooks
 from tracer.ids import function_id
 
 GRANULARITIES = ("call", "op")
@@ -194,7 +194,7 @@ def install_hook_globals(namespace: dict) -> None:
     putting them only into `builtins` would keep namespaces clean.
     """
     if namespace.get("__@trace_enter") is not hooks.enter:
-        namespace.update(hooks.HOOK_GLOBALS)
+        namespace.update(hook_table.HOOK_GLOBALS)
 
 
 def is_instrumented(code: types.CodeType) -> bool:

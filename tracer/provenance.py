@@ -32,7 +32,7 @@ import types
 from typing import Any, Optional
 
 from protocol.values import summarize, verbatim_summary
-from tracer import hooks
+from tracer import hooks, op_hooks
 
 _SMALL_INTS = range(-5, 257)
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_]+")
@@ -75,14 +75,14 @@ def _unlinkable(obj: Any) -> bool:
     if kind is int:
         return -5 <= obj <= 256
     if kind is tuple:
-        return len(obj) == 0 or hooks.is_clipped(obj)
+        return len(obj) == 0 or op_hooks.is_clipped(obj)
     return is_shareable(obj)
 
 
 def _summary(obj: Any) -> dict:
     """The wire summary of anything but a verbatim scalar (callers try `verbatim_summary` first:
     most values are scalars, and one call less per value shows in the resolver's throughput)."""
-    if type(obj) is tuple and hooks.is_clipped(obj):
+    if type(obj) is tuple and op_hooks.is_clipped(obj):
         # a hook's clipped copy stands for the long str/bytes it was cut from
         _, head, length, type_name = obj
         return {"t": type_name, "id": id(obj), "v": head, "len": length, "trunc": True}

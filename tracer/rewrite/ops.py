@@ -5,7 +5,7 @@ binary / in-place / unary operation, comparison, subscript, plain attribute
 load, f-string piece, call, global load and closure-variable load inside the
 marked function reports itself to a hook (a load of a parameter then flows
 on as the parameter's node), and every store to a local variable updates
-the frame's shadow provenance (`hooks.FrameState`).
+the frame's shadow provenance (`op_hooks.FrameState`).
 
 Provenance is static: a linear pass over the original instructions keeps a
 symbolic stack saying where each stack item came from, a constant
