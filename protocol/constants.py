@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Final
 
-PROTOCOL_VERSION: Final[tuple[int, int]] = (1, 0)
+PROTOCOL_VERSION: Final[tuple[int, int]] = (1, 1)
 """(major, minor). A different major is rejected at the handshake; a newer
 minor may add message kinds, event tags and fields, which older peers ignore."""
 

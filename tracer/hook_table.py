@@ -23,6 +23,7 @@ HOOK_GLOBALS: dict[str, Any] = {
     "__@trace_read": hooks.read,
     "__@trace_read_cell": hooks.read_cell,
     "__@trace_op_enter": op_hooks.op_enter,
+    "__@trace_op_gen_enter": op_hooks.op_gen_enter,
     "__@trace_op_leave": op_hooks.op_leave,
     "__@trace_op_nested_enter": op_hooks.op_nested_enter,
     "__@trace_nested_pass": op_hooks.nested_pass,

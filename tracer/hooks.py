@@ -33,7 +33,6 @@ import contextlib
 import itertools
 import sys
 from contextvars import ContextVar
-from time import perf_counter_ns
 from typing import Any, Iterator, Optional
 
 from tracer import buffers
@@ -42,12 +41,20 @@ _tls = buffers._tls
 _new_thread_state = buffers._new_thread_state
 
 # Where the token of the innermost running marked call lives.
-# 3.11+: in the thread's state list. Every suspension point of a marked frame
-#   (yield, and the yield inside `await` / `yield from`) runs a hook that
-#   gives the slot back to the resumer, so interleaved asyncio tasks and
-#   generators on one thread never see each other's calls.
-# 3.10: YIELD_FROM (await) suspends without a hook point, so the token lives
-#   in a ContextVar instead: every asyncio task runs in its own context.
+#
+# 3.11+: in the thread's state list (slot 1), for every kind of function.
+#   Every suspension point of a marked frame (yield, and the yield inside
+#   `await` / `yield from`) runs a hook that gives the slot back to the
+#   resumer, so interleaved asyncio tasks and generators on one thread never
+#   see each other's calls.
+# 3.10: YIELD_FROM (await) suspends without a hook point, so a generator or
+#   coroutine can stay "current" while it is suspended. Their tokens (frame
+#   tokens) live in a ContextVar, which every asyncio task has its own copy
+#   of, and are skipped while their frame is suspended. Plain functions
+#   cannot suspend: their tokens stay in the thread slot, as on 3.11+, which
+#   is what keeps the traced call cheap (a ContextVar.set allocates; two per
+#   call tripled its cost). The innermost of the two is found by
+#   `_innermost` (see there).
 _IN_CONTEXTVAR = sys.version_info < (3, 11)
 _current: ContextVar[Optional[list]] = ContextVar("trace_current_call", default=None)
 _next_op = itertools.count(1).__next__
@@ -99,20 +106,81 @@ def _state() -> list:
         return _new_thread_state()
 
 
-def _get_current(ts: list) -> Optional[list]:
-    return _current.get() if _IN_CONTEXTVAR else ts[1]
+# --- tokens ------------------------------------------------------------------
+#
+# A token is a list; the first four items are the same everywhere:
+#   [op id, caller token (for generators: the resumer's), op-mode FrameState
+#    or None, the thread state it was entered / last resumed in]
+# 3.10 adds two items (see `_IN_CONTEXTVAR`):
+#   plain functions: [..., previous thread-slot token, running frame token at entry]
+#   frame tokens:    [..., previous ContextVar token, the frame, FRAME]
+# (`_is_frame_token` tells them apart by length).
+FRAME = "frame"
 
 
-def _set_current(ts: list, tok: Optional[list]) -> None:
+def _is_frame_token(tok: list) -> bool:
+    return len(tok) == 7
+
+
+def _running_frame_token() -> Optional[list]:
+    """3.10: the innermost generator/coroutine token whose frame is running, or None.
+
+    A frame suspended inside `yield from` / `await` left its token current
+    (no hook runs there); a suspended frame has no `f_back`, so it is
+    skipped for the token that was current before it.
+    """
+    tok = _current.get()
+    while tok is not None and tok[5].f_back is None:
+        tok = tok[4]
+    return tok
+
+
+def _innermost(ts: list) -> Optional[list]:
+    """The token of the innermost marked call running on this thread (this task), or None.
+
+    3.10: the thread slot holds the innermost running plain function S, the
+    ContextVar the innermost running generator/coroutine F. S started inside
+    F exactly when F is still the frame token S saw at its entry; otherwise
+    F was activated (or resumed without a hook, inside `yield from`) after S
+    started, so F is the inner one.
+    """
+    sync = ts[1]
+    if not _IN_CONTEXTVAR:
+        return sync
+    frame = _running_frame_token()
+    if frame is None:
+        return sync
+    if sync is None or sync[5] is not frame:
+        return frame
+    return sync
+
+
+def _push_call(ts: list, op: int, state: Any) -> list:
+    """A plain function's token, made the current call (non-hot paths: op mode)."""
+    caller = _innermost(ts)
     if _IN_CONTEXTVAR:
+        tok = [op, caller, state, ts, ts[1], _running_frame_token()]
+    else:
+        tok = [op, caller, state, ts]
+    ts[1] = tok
+    return tok
+
+
+def _push_frame(ts: list, op: int, state: Any, frame: Any) -> list:
+    """A generator's / coroutine's token, made the current call."""
+    caller = _innermost(ts)
+    if _IN_CONTEXTVAR:
+        tok = [op, caller, state, ts, _current.get(), frame, FRAME]
         _current.set(tok)
     else:
+        tok = [op, caller, state, ts]
         ts[1] = tok
+    return tok
 
 
 def current_op() -> Optional[int]:
     """Op id of the innermost marked call running here (this thread / task), or None."""
-    tok = _get_current(_state())
+    tok = _innermost(_state())
     return tok[0] if tok is not None else None
 
 
@@ -120,54 +188,136 @@ def _buffer() -> Optional[list]:
     return _state()[0]
 
 
-# --- call mode -------------------------------------------------------------
-#
-# A token is [op id, parent token (the resumer's, for generators), op-mode
-# FrameState or None, the thread state it was entered / last resumed in].
-
-
 def _restore_parent(tok: list) -> None:
-    """The frame of `tok` stops being the current call: its resumer's call is current again.
+    """The frame of `tok` stops being the current call: what was current before it is again.
 
     Only if it still is current: an exception thrown into a suspended
     generator (`close()`, `throw()`, garbage collection, task cancellation)
     leaves it without a resume hook, and then the current call is the
     thrower's, left as is.
     """
-    if _IN_CONTEXTVAR:
-        if _current.get() is tok:
-            _current.set(tok[1])
-    else:
+    if not _IN_CONTEXTVAR:
         ts = tok[3]
         if ts[1] is tok:
             ts[1] = tok[1]
+    elif _is_frame_token(tok):
+        if _current.get() is tok:
+            _current.set(tok[4])
+    else:
+        ts = tok[3]
+        if ts[1] is tok:
+            ts[1] = tok[4]
 
 
-def enter(func_id: int, *args: Any) -> Optional[list]:
-    """A marked function starts running; returns the frame's token (or None: not traced)."""
+# --- call mode ---------------------------------------------------------------
+#
+# `enter` and `leave` are the whole cost of a traced plain call: they are
+# written out per version (no shared helpers, no version test at run time),
+# take no timestamps and check the buffer bound only on entry (a call appends
+# two records; the flusher drains every few ms).
+
+if _IN_CONTEXTVAR:
+    def enter(func_id: int, *args: Any) -> Optional[list]:
+        """A marked plain function starts running; returns the frame's token (or None: not traced)."""
+        if not _enabled:
+            return None
+        try:
+            try:
+                ts = _tls.state
+            except AttributeError:
+                ts = _new_thread_state()
+            buf = ts[0]
+            if buf is None:
+                return None
+            sync = ts[1]
+            frame = _current.get()
+            if frame is not None:
+                while frame is not None and frame[5].f_back is None:
+                    frame = frame[4]
+            if frame is None or (sync is not None and sync[5] is frame):
+                caller = sync
+            else:
+                caller = frame
+            op = _next_op()
+            ts[1] = tok = [op, caller, None, ts, sync, frame]
+            buf.append(("call", op, func_id, None if caller is None else caller[0], args))
+            if len(buf) > buffers._limit:
+                buffers.overflow(buf)
+            return tok
+        except Exception:
+            _count_error()
+            return None
+
+    def leave(tok: Optional[list], value: Any) -> Any:
+        """A marked plain call returns `value` (passed through unchanged)."""
+        if tok is not None:
+            try:
+                ts = tok[3]
+                if ts[1] is tok:
+                    ts[1] = tok[4]
+                buf = ts[0]
+                if buf is not None:
+                    buf.append(("ret", tok[0], value))
+            except Exception:
+                _count_error()
+        return value
+else:
+    def enter(func_id: int, *args: Any) -> Optional[list]:
+        """A marked function starts running; returns the frame's token (or None: not traced)."""
+        if not _enabled:
+            return None
+        try:
+            try:
+                ts = _tls.state
+            except AttributeError:
+                ts = _new_thread_state()
+            buf = ts[0]
+            if buf is None:
+                return None
+            caller = ts[1]
+            op = _next_op()
+            ts[1] = tok = [op, caller, None, ts]
+            buf.append(("call", op, func_id, None if caller is None else caller[0], args))
+            if len(buf) > buffers._limit:
+                buffers.overflow(buf)
+            return tok
+        except Exception:
+            _count_error()
+            return None
+
+    def leave(tok: Optional[list], value: Any) -> Any:
+        """A marked call returns `value` (passed through unchanged)."""
+        if tok is not None:
+            try:
+                ts = tok[3]
+                if ts[1] is tok:
+                    ts[1] = tok[1]
+                buf = ts[0]
+                if buf is not None:
+                    buf.append(("ret", tok[0], value))
+            except Exception:
+                _count_error()
+        return value
+
+
+def gen_enter(func_id: int, *args: Any) -> Optional[list]:
+    """`enter` for a generator / coroutine on 3.10: a frame token, which holds the frame.
+
+    A suspended frame has no `f_back`; `_innermost` uses that to skip a
+    generator that suspended inside `yield from` without giving the
+    current-call slot back (3.10's YIELD_FROM has no hook point).
+    """
     if not _enabled:
         return None
     try:
-        try:
-            ts = _tls.state
-        except AttributeError:
-            ts = _new_thread_state()
+        ts = _state()
         buf = ts[0]
         if buf is None:
             return None
-        if _IN_CONTEXTVAR:
-            parent = _current.get()
-            while parent is not None and len(parent) > 4 and parent[4].f_back is None:
-                # 3.10: a generator suspended inside `yield from` left itself
-                # current (no hook runs there); a suspended frame is not a caller
-                parent = parent[1]
-            tok = [_next_op(), parent, None, ts]
-            _current.set(tok)
-        else:
-            parent = ts[1]
-            tok = ts[1] = [_next_op(), parent, None, ts]
-        buf.append(("call", tok[0], func_id, parent[0] if parent is not None else None,
-                    args, perf_counter_ns()))
+        op = _next_op()
+        tok = _push_frame(ts, op, None, sys._getframe(1))
+        caller = tok[1]
+        buf.append(("call", op, func_id, None if caller is None else caller[0], args))
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
@@ -176,40 +326,12 @@ def enter(func_id: int, *args: Any) -> Optional[list]:
         return None
 
 
-def gen_enter(func_id: int, *args: Any) -> Optional[list]:
-    """`enter` for a generator on 3.10: the token also holds the generator's frame.
-
-    A suspended generator's frame has no `f_back`; `enter` uses that to skip
-    a generator that suspended inside `yield from` without giving the
-    current-call slot back (3.10's YIELD_FROM has no hook point).
-    """
-    tok = enter(func_id, *args)
-    if tok is not None:
-        try:
-            tok.append(sys._getframe(1))
-        except Exception:
-            _count_error()
-    return tok
-
-
-def leave(tok: Optional[list], value: Any) -> Any:
-    """A marked call returns `value` (passed through unchanged)."""
-    if tok is not None:
-        try:
-            ts = tok[3]
-            if _IN_CONTEXTVAR:
-                if _current.get() is tok:
-                    _current.set(tok[1])
-            elif ts[1] is tok:
-                ts[1] = tok[1]
-            buf = ts[0]
-            if buf is not None:
-                buf.append(("ret", tok[0], value, perf_counter_ns()))
-                if len(buf) > buffers._limit:
-                    buffers.overflow(buf)
-        except Exception:
-            _count_error()
-    return value
+def _append(tok: list, record: tuple) -> None:
+    buf = tok[3][0]
+    if buf is not None:
+        buf.append(record)
+        if len(buf) > buffers._limit:
+            buffers.overflow(buf)
 
 
 def gen_leave(tok: Optional[list], value: Any) -> Any:
@@ -218,11 +340,7 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
         try:
             _restore_parent(tok)
             if value is not None:
-                buf = tok[3][0]
-                if buf is not None:
-                    buf.append(("ret", tok[0], value, perf_counter_ns()))
-                    if len(buf) > buffers._limit:
-                        buffers.overflow(buf)
+                _append(tok, ("ret", tok[0], value))
         except Exception:
             _count_error()
     return value
@@ -238,11 +356,7 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
             exc = sys.exc_info()[1]
         if isinstance(exc, GeneratorExit) or exc is None:
             return  # a generator being closed is not an error
-        buf = tok[3][0]
-        if buf is not None:
-            buf.append(("exc", tok[0], exc, exc.__traceback__, perf_counter_ns()))
-            if len(buf) > buffers._limit:
-                buffers.overflow(buf)
+        _append(tok, ("exc", tok[0], exc, exc.__traceback__))
     except Exception:
         _count_error()
 
@@ -252,11 +366,7 @@ def suspend(tok: Optional[list], value: Any) -> Any:
     if tok is not None:
         try:
             _restore_parent(tok)
-            buf = tok[3][0]
-            if buf is not None:
-                buf.append(("ret", tok[0], value, perf_counter_ns()))
-                if len(buf) > buffers._limit:
-                    buffers.overflow(buf)
+            _append(tok, ("ret", tok[0], value))
         except Exception:
             _count_error()
     return value
@@ -277,12 +387,19 @@ def resume(tok: Optional[list]) -> None:
     if tok is not None:
         try:
             ts = _state()
-            current = _get_current(ts)
-            if current is tok:
-                return  # 3.10: after `yield from` in a frame that never stopped being current
+            if not _IN_CONTEXTVAR:
+                current = ts[1]
+                if current is not tok:
+                    tok[3] = ts
+                    tok[1] = current
+                    ts[1] = tok
+                return
+            if _current.get() is tok:
+                return  # after `yield from` in a frame that never stopped being current
             tok[3] = ts
-            tok[1] = current
-            _set_current(ts, tok)
+            tok[1] = _innermost(ts)
+            tok[4] = _running_frame_token()
+            _current.set(tok)
         except Exception:
             _count_error()
 

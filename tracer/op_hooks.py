@@ -8,19 +8,19 @@ summarise a value, never raise into user code.
 
 Records (consumed by `tracer.provenance.Resolver`):
 
-    ("callref", op, func_id, parent_op, (ref, ...), t_ns)
-    ("retref",  op, ref, t_ns)
+    ("callref", op, func_id, parent_op, (ref, ...))
+    ("retref",  op, ref)
     ("op",      out_ref, op, site, opname, (input_ref, ...))
     ("readref", op, name, ref)
 """
 from __future__ import annotations
 
-from time import perf_counter_ns
+import sys
 from typing import Any, Optional
 
 from tracer import buffers, hooks
-from tracer.hooks import (_closure_param, _count_error, _get_current, _next_op, _params_registry,
-                          _restore_parent, _set_current, _state)
+from tracer.hooks import (_closure_param, _count_error, _innermost, _next_op, _params_registry,
+                          _push_call, _push_frame, _restore_parent, _state)
 
 
 # --- op mode ---------------------------------------------------------------
@@ -103,8 +103,7 @@ def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Op
     return (_keep(value),) if has_value else None
 
 
-def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
-    """Like `enter`, and gives the frame a shadow state with one Ref per argument."""
+def _op_enter(func_id: int, names: tuple, args: tuple, frame: Any) -> Optional[list]:
     if not hooks._enabled:
         return None
     try:
@@ -112,24 +111,32 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
         buf = ts[0]
         if buf is None:
             return None
-        parent = _get_current(ts)
         op = _next_op()
         state = FrameState()
-        from_caller = _caller_refs(parent, args)
+        tok = _push_call(ts, op, state) if frame is None else _push_frame(ts, op, state, frame)
+        caller = tok[1]
+        from_caller = _caller_refs(caller, args)
         refs = tuple(r if r is not None else (_keep(a),) for r, a in zip(from_caller, args))
         for name, ref in zip(names, refs):
             if name is not None:  # None: an argument held in a cell (not shadowed)
                 state.locals[name] = ref
-        tok = [op, parent, state, ts]
-        _set_current(ts, tok)
-        buf.append(("callref", op, func_id, parent[0] if parent is not None else None,
-                    refs, perf_counter_ns()))
+        buf.append(("callref", op, func_id, caller[0] if caller is not None else None, refs))
         if len(buf) > buffers._limit:
             buffers.overflow(buf)
         return tok
     except Exception:
         _count_error()
         return None
+
+
+def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
+    """Like `hooks.enter`, and gives the frame a shadow state with one Ref per argument."""
+    return _op_enter(func_id, names, args, None)
+
+
+def op_gen_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
+    """`op_enter` for a generator / coroutine on 3.10 (a frame token, see `hooks.gen_enter`)."""
+    return _op_enter(func_id, names, args, sys._getframe(1))
 
 
 def op_leave(tok: Optional[list], value: Any) -> Any:
@@ -143,7 +150,7 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
                 # usually given on it (node_for_value needs the object). Holding
                 # it costs a caller's `s += x` loop at most one copy.
                 ref = (value,)
-                buf.append(("retref", tok[0], ref, perf_counter_ns()))
+                buf.append(("retref", tok[0], ref))
                 parent = tok[1]
                 if parent is not None and parent[2] is not None:
                     parent[2].last_ret = ref
@@ -164,7 +171,7 @@ def op_nested_enter() -> Optional[list]:
         return None
     try:
         ts = _state()
-        parent = _get_current(ts)
+        parent = _innermost(ts)
         if parent is None or ts[0] is None:
             return None
         return [parent[0], None, FrameState(), ts]

@@ -277,7 +277,7 @@ class Resolver:
     # -- records ----------------------------------------------------------
 
     def _call(self, record: tuple, events: list, refs: bool = False) -> None:
-        _, op, func_id, parent, args, t = record
+        op, func_id, parent, args = record[1], record[2], record[3], record[4]
         ops = self._episode.ops
         ops[op] = func_id
         if parent is not None and parent not in ops:
@@ -294,7 +294,7 @@ class Resolver:
         else:  # the common case: call mode, no default-argument parameters
             input_node = self._input_node
             inputs = tuple([(name, input_node(value, events)) for name, value in zip(names, args)])
-        events.append(("call", op, func_id, parent, inputs, self._thread, t))
+        events.append(("call", op, func_id, parent, inputs, self._thread, None))
         if reads:
             events.extend(reads)
 
@@ -325,35 +325,35 @@ class Resolver:
         self._call(record, events, True)
 
     def _ret(self, record: tuple, events: list) -> None:
-        _, op, value, t = record
+        op, value = record[1], record[2]
         func_id = self._episode.ops.get(op)
         if func_id is None:
             self.skipped += 1
             return
-        events.append(("ret", op, self._output_node(value, events, func_id), t))
+        events.append(("ret", op, self._output_node(value, events, func_id), None))
 
     def _retref(self, record: tuple, events: list) -> None:
-        _, op, ref, t = record  # op mode: the ref of the returned value
+        op, ref = record[1], record[2]  # op mode: the ref of the returned value
         func_id = self._episode.ops.get(op)
         if func_id is None:
             self.skipped += 1
             return
         node = self._output_node(ref[0], events, func_id)
         self._set_ref(ref, node)
-        events.append(("ret", op, node, t))
+        events.append(("ret", op, node, None))
 
     def _exc(self, record: tuple, events: list) -> None:
-        _, op, exc, tb, t = record
+        op, exc, tb = record[1], record[2], record[3]
         func_id = self._episode.ops.get(op)
         if func_id is None:
             self.skipped += 1
             return
         events.append(("exc", op, _type_name(exc), _message(exc),
-                       annotated_traceback(exc, tb, func_id), t))
+                       annotated_traceback(exc, tb, func_id), None))
         # Like opto's ExceptionNode: the exception is the value the failed
         # call produced, so feedback can be given on it (node_for_exception).
         node = self._output_node(exc, events, func_id)
-        events.append(("ret", op, node, t))
+        events.append(("ret", op, node, None))
 
     def _read(self, record: tuple, events: list) -> None:
         _, op, name, value = record

@@ -62,6 +62,15 @@ def test_missing_trailing_field_is_named():
         validate_event(["ret", 10, 3])
 
 
+def test_time_of_call_ret_and_exc_may_be_none_since_1_1():
+    # the tracer takes no clock reading on the hot path
+    validate_event(["call", 10, 99, None, [["x", 1]], 1, None])
+    validate_event(["ret", 10, 3, None])
+    validate_event(["exc", 10, "ValueError", "bad", "tb", None])
+    with pytest.raises(InvalidMessage, match=r"^ret.t: expected int or None, got str$"):
+        validate_event(["ret", 10, 3, "now"])
+
+
 def test_extra_trailing_items_from_a_newer_minor_are_allowed():
     validate_event(["ret", 10, 3, 5, "added later"])
 

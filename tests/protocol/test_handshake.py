@@ -18,8 +18,8 @@ def hello(protocol=PROTOCOL_VERSION, auth_token=None) -> m.Hello:
     return m.Hello(protocol=protocol, python="3.12.1", pid=1, argv=["app.py"], session="s", auth_token=auth_token)
 
 
-def test_protocol_version_is_1_0():
-    assert PROTOCOL_VERSION == (1, 0)
+def test_protocol_version_is_1_1():
+    assert PROTOCOL_VERSION == (1, 1)  # 1.1: `t` of call/ret/exc events may be None
 
 
 def test_client_hello_describes_this_process():

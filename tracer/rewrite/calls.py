@@ -138,8 +138,10 @@ class CallInstrumenter:
         self.analyse(items, start, depths)
         generator = is_generator_code(self.code)
         leave_hook = self.gen_leave_hook if generator else self.leave_hook
-        if generator and compat.YIELD_FROM_IS_OPAQUE and self.enter_hook == "__@trace_enter":
-            self.enter_hook = "__@trace_gen_enter"  # remembers its frame (see hooks.gen_enter)
+        if generator and compat.YIELD_FROM_IS_OPAQUE:
+            # 3.10: a generator's token remembers its frame (see hooks.gen_enter)
+            self.enter_hook = {"__@trace_enter": "__@trace_gen_enter",
+                               "__@trace_op_enter": "__@trace_op_gen_enter"}.get(self.enter_hook, self.enter_hook)
         handler = Label()
         out: list = list(items[:start])
         entry_loc = _location_after(items, start)
