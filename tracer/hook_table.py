@@ -14,7 +14,6 @@ from tracer import hooks, op_hooks
 HOOK_GLOBALS: dict[str, Any] = {
     "__@trace_enter": hooks.enter,
     "__@trace_gen_enter": hooks.gen_enter,
-    "__@trace_leave": hooks.leave,
     "__@trace_gen_leave": hooks.gen_leave,
     "__@trace_fail": hooks.fail,
     "__@trace_suspend": hooks.suspend,

@@ -111,15 +111,17 @@ def _state() -> list:
 # A token is a list; the first four items are the same everywhere:
 #   [op id, caller token (for generators: the resumer's), op-mode FrameState
 #    or None, the thread state it was entered / last resumed in]
-# 3.10 adds two items (see `_IN_CONTEXTVAR`):
-#   plain functions: [..., previous thread-slot token, running frame token at entry]
+# A plain function's token then has the buffer its call was recorded in
+# (item 4): the return half of a call-mode trace is inline bytecode that
+# appends the `ret` record there (`compat.inline_leave_and_return`).
+# On 3.10 (see `_IN_CONTEXTVAR`) every token has 7 items:
+#   plain functions: [..., buffer, previous thread-slot token, running frame token at entry]
 #   frame tokens:    [..., previous ContextVar token, the frame, FRAME]
-# (`_is_frame_token` tells them apart by length).
 FRAME = "frame"
 
 
 def _is_frame_token(tok: list) -> bool:
-    return len(tok) == 7
+    return tok[6] is FRAME
 
 
 def _running_frame_token() -> Optional[list]:
@@ -150,7 +152,7 @@ def _innermost(ts: list) -> Optional[list]:
     frame = _running_frame_token()
     if frame is None:
         return sync
-    if sync is None or sync[5] is not frame:
+    if sync is None or sync[6] is not frame:
         return frame
     return sync
 
@@ -159,9 +161,9 @@ def _push_call(ts: list, op: int, state: Any) -> list:
     """A plain function's token, made the current call (non-hot paths: op mode)."""
     caller = _innermost(ts)
     if _IN_CONTEXTVAR:
-        tok = [op, caller, state, ts, ts[1], _running_frame_token()]
+        tok = [op, caller, state, ts, ts[0], ts[1], _running_frame_token()]
     else:
-        tok = [op, caller, state, ts]
+        tok = [op, caller, state, ts, ts[0]]
     ts[1] = tok
     return tok
 
@@ -206,15 +208,15 @@ def _restore_parent(tok: list) -> None:
     else:
         ts = tok[3]
         if ts[1] is tok:
-            ts[1] = tok[4]
+            ts[1] = tok[5]
 
 
 # --- call mode ---------------------------------------------------------------
 #
-# `enter` and `leave` are the whole cost of a traced plain call: they are
-# written out per version (no shared helpers, no version test at run time),
-# take no timestamps and check the buffer bound only on entry (a call appends
-# two records; the flusher drains every few ms).
+# `enter` is most of the cost of a traced plain call (its return half is
+# inline, see the token layout above): it is written out per version (no
+# shared helpers, no version test at run time), takes no timestamp and checks
+# the buffer bound (a call appends two records; the flusher drains every few ms).
 
 if _IN_CONTEXTVAR:
     def enter(func_id: int, *args: Any) -> Optional[list]:
@@ -229,38 +231,26 @@ if _IN_CONTEXTVAR:
             buf = ts[0]
             if buf is None:
                 return None
+            if len(buf) >= buffers._limit:
+                # before the token becomes current: a handler that raises
+                # (KeyboardInterrupt) must not leave it current
+                buffers.overflow(buf)
             sync = ts[1]
             frame = _current.get()
             if frame is not None:
                 while frame is not None and frame[5].f_back is None:
                     frame = frame[4]
-            if frame is None or (sync is not None and sync[5] is frame):
+            if frame is None or (sync is not None and sync[6] is frame):
                 caller = sync
             else:
                 caller = frame
             op = _next_op()
-            ts[1] = tok = [op, caller, None, ts, sync, frame]
+            ts[1] = tok = [op, caller, None, ts, buf, sync, frame]
             buf.append(("call", op, func_id, None if caller is None else caller[0], args))
-            if len(buf) > buffers._limit:
-                buffers.overflow(buf)
             return tok
         except Exception:
             _count_error()
             return None
-
-    def leave(tok: Optional[list], value: Any) -> Any:
-        """A marked plain call returns `value` (passed through unchanged)."""
-        if tok is not None:
-            try:
-                ts = tok[3]
-                if ts[1] is tok:
-                    ts[1] = tok[4]
-                buf = ts[0]
-                if buf is not None:
-                    buf.append(("ret", tok[0], value))
-            except Exception:
-                _count_error()
-        return value
 else:
     def enter(func_id: int, *args: Any) -> Optional[list]:
         """A marked function starts running; returns the frame's token (or None: not traced)."""
@@ -274,30 +264,18 @@ else:
             buf = ts[0]
             if buf is None:
                 return None
+            if len(buf) >= buffers._limit:
+                # before the token becomes current: a handler that raises
+                # (KeyboardInterrupt) must not leave it current
+                buffers.overflow(buf)
             caller = ts[1]
             op = _next_op()
-            ts[1] = tok = [op, caller, None, ts]
+            ts[1] = tok = [op, caller, None, ts, buf]
             buf.append(("call", op, func_id, None if caller is None else caller[0], args))
-            if len(buf) > buffers._limit:
-                buffers.overflow(buf)
             return tok
         except Exception:
             _count_error()
             return None
-
-    def leave(tok: Optional[list], value: Any) -> Any:
-        """A marked call returns `value` (passed through unchanged)."""
-        if tok is not None:
-            try:
-                ts = tok[3]
-                if ts[1] is tok:
-                    ts[1] = tok[1]
-                buf = ts[0]
-                if buf is not None:
-                    buf.append(("ret", tok[0], value))
-            except Exception:
-                _count_error()
-        return value
 
 
 def gen_enter(func_id: int, *args: Any) -> Optional[list]:

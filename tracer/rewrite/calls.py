@@ -6,7 +6,9 @@ What the rewritten code does (stack pictures bottom -> top, `t` = token):
   `t` stays at the bottom of the value stack for the frame's whole life.
   Nothing else in the code reaches below its own items, so the function's
   own stack discipline is untouched and `locals()` sees no new name.
-- every return: `[t, v] -> [__@trace_leave(t, v)]` then RETURN_VALUE.
+- every return: `[t, v] -> [__@trace_leave(t, v)]` then RETURN_VALUE; for a
+  plain function in call mode the leave is inline bytecode instead
+  (`compat.inline_leave_and_return`): no hook call on the way out.
 - every plain `yield v`: the value goes through `__@trace_suspend(t, v)` and,
   after the frame resumes, `__@trace_resume(t)` runs; delegation yields of
   `yield from` / `await` (3.11+) go through `__@trace_pause` / `__@trace_resume`.
@@ -223,6 +225,10 @@ class CallInstrumenter:
                 if not compat.HAS_EXCEPTION_TABLE:
                     # likewise on 3.10: leave our block before the hook consumes the token
                     out.append(Instr("POP_BLOCK", location=loc))
+                if leave_hook == "__@trace_leave":
+                    # a plain function in call mode: the return half of the trace is inline
+                    out += compat.inline_leave_and_return(loc)
+                    continue
                 out += compat.call_hook_on_top(leave_hook, 2, loc)
                 out.append(item)
                 continue

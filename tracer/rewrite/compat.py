@@ -461,3 +461,66 @@ def call_with_packed_args(item: Instr, depth: int, hook: str, consts: tuple, loc
     seq += call_hook_with_token(hook, packed_depth + 1, 1, loc, extra_consts=consts, keep_result=False)
     seq.append(_i("CALL_FUNCTION_EX", 0, loc))
     return seq
+
+
+# --- the inline return of a plain function in call mode ----------------------
+#
+# A traced plain call used to cost two hook calls; the return half is now a
+# few instructions of the function itself (no Python frame), doing what a
+# `leave` hook would: make the caller's call current again, and append
+# ("ret", op, value) to the buffer the call was recorded in. The token layout
+# it relies on is `tracer.hooks`' (see there): [op, caller, _, thread state,
+# buffer, ...]; on 3.10 the thread slot is restored from the token's item 5.
+TOKEN_BUFFER = 4
+TOKEN_RESTORE = 1 if PY >= (3, 11) else 5
+
+
+def inline_leave_and_return(loc=None) -> list:
+    """[t, v] -> return v, after `t[3][1] = t[TOKEN_RESTORE]` and `t[4].append(("ret", t[0], v))`.
+
+    A None token (the call was not traced) only returns. Nothing here can
+    raise for a token made by `hooks.enter` (all items are lists it built).
+    """
+    from bytecode import Label
+    skip = Label()
+    if HAS_COPY:
+        none_jump = "POP_JUMP_FORWARD_IF_NONE" if PY == (3, 11) else "POP_JUMP_IF_NONE"
+        method = (_i("LOAD_METHOD", "append", loc) if PY == (3, 11)
+                  else _i("LOAD_ATTR", (True, "append"), loc))
+        return [
+            _i("COPY", 2, loc), _i(none_jump, skip, loc),                    # [t, v]
+            _i("COPY", 2, loc), load_const(TOKEN_RESTORE, loc), _i("BINARY_SUBSCR", None, loc),  # [t, v, prev]
+            _i("COPY", 3, loc), load_const(3, loc), _i("BINARY_SUBSCR", None, loc),  # [t, v, prev, ts]
+            load_const(1, loc), _i("STORE_SUBSCR", None, loc),               # ts[1] = prev; [t, v]
+            _i("COPY", 2, loc), load_const(TOKEN_BUFFER, loc), _i("BINARY_SUBSCR", None, loc),  # [t, v, buf]
+            method,                                                          # [t, v, m, self]
+            load_const("ret", loc),
+            _i("COPY", 5, loc), load_const(0, loc), _i("BINARY_SUBSCR", None, loc),  # [.., "ret", op]
+            _i("COPY", 5, loc),                                              # [.., "ret", op, v]
+            _i("BUILD_TUPLE", 3, loc),
+            *call(1, loc), _i("POP_TOP", None, loc),                         # [t, v]
+            _i("SWAP", 2, loc), _i("POP_TOP", None, loc), _i("RETURN_VALUE", None, loc),
+            skip,
+            _i("SWAP", 2, loc), _i("POP_TOP", None, loc), _i("RETURN_VALUE", None, loc),
+        ]
+    return [
+        _i("DUP_TOP", None, loc), _i("ROT_THREE", None, loc), _i("ROT_TWO", None, loc),  # [v, v, t]
+        _i("DUP_TOP", None, loc), load_const(None, loc), _i("IS_OP", 0, loc),
+        _i("POP_JUMP_IF_TRUE", skip, loc),                                   # [v, v, t]
+        _i("DUP_TOP", None, loc), load_const(TOKEN_RESTORE, loc), _i("BINARY_SUBSCR", None, loc),  # [v, v, t, prev]
+        _i("ROT_TWO", None, loc),                                            # [v, v, prev, t]
+        _i("DUP_TOP", None, loc), load_const(3, loc), _i("BINARY_SUBSCR", None, loc),  # [v, v, prev, t, ts]
+        _i("ROT_TWO", None, loc), _i("ROT_THREE", None, loc),                # [v, v, t, prev, ts]
+        load_const(1, loc), _i("STORE_SUBSCR", None, loc),                   # ts[1] = prev; [v, v, t]
+        _i("DUP_TOP", None, loc), load_const(TOKEN_BUFFER, loc), _i("BINARY_SUBSCR", None, loc),  # [v, v, t, buf]
+        _i("ROT_TWO", None, loc), load_const(0, loc), _i("BINARY_SUBSCR", None, loc),  # [v, v, buf, op]
+        _i("ROT_THREE", None, loc), _i("ROT_THREE", None, loc),              # [v, buf, op, v]
+        load_const("ret", loc), _i("ROT_THREE", None, loc),                  # [v, buf, "ret", op, v]
+        _i("BUILD_TUPLE", 3, loc),                                           # [v, buf, rec]
+        _i("ROT_TWO", None, loc), _i("LOAD_METHOD", "append", loc),          # [v, rec, m, self]
+        _i("ROT_THREE", None, loc), _i("ROT_THREE", None, loc),              # [v, m, self, rec]
+        _i("CALL_METHOD", 1, loc), _i("POP_TOP", None, loc),                 # [v]
+        _i("RETURN_VALUE", None, loc),
+        skip,                                                                # [v, v, t]
+        _i("POP_TOP", None, loc), _i("POP_TOP", None, loc), _i("RETURN_VALUE", None, loc),
+    ]
