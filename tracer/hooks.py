@@ -33,9 +33,11 @@ import contextlib
 import itertools
 import sys
 from contextvars import ContextVar
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 from tracer import buffers
+
+Token = Union[tuple, list]  # see "tokens" below
 
 _tls = buffers._tls
 _new_thread_state = buffers._new_thread_state
@@ -56,7 +58,7 @@ _new_thread_state = buffers._new_thread_state
 #   call tripled its cost). The innermost of the two is found by
 #   `_innermost` (see there).
 _IN_CONTEXTVAR = sys.version_info < (3, 11)
-_current: ContextVar[Optional[list]] = ContextVar("trace_current_call", default=None)
+_current: ContextVar[Optional[Token]] = ContextVar("trace_current_call", default=None)
 _next_op = itertools.count(1).__next__
 
 _enabled = True
@@ -108,9 +110,11 @@ def _state() -> list:
 
 # --- tokens ------------------------------------------------------------------
 #
-# A token is a list; the first four items are the same everywhere:
+# A token holds, in its first four items, the same everywhere:
 #   [op id, caller token (for generators: the resumer's), op-mode FrameState
 #    or None, the thread state it was entered / last resumed in]
+# A plain function's token is a tuple (never changed once made, and cheaper
+# to build than a list); a generator's is a list, which `resume` updates.
 # A plain function's token then has the buffer its call was recorded in
 # (item 4): the return half of a call-mode trace is inline bytecode that
 # appends the `ret` record there (`compat.inline_leave_and_return`).
@@ -120,11 +124,11 @@ def _state() -> list:
 FRAME = "frame"
 
 
-def _is_frame_token(tok: list) -> bool:
+def _is_frame_token(tok: Token) -> bool:
     return tok[6] is FRAME
 
 
-def _running_frame_token() -> Optional[list]:
+def _running_frame_token() -> Optional[Token]:
     """3.10: the innermost generator/coroutine token whose frame is running, or None.
 
     A frame suspended inside `yield from` / `await` left its token current
@@ -137,7 +141,7 @@ def _running_frame_token() -> Optional[list]:
     return tok
 
 
-def _innermost(ts: list) -> Optional[list]:
+def _innermost(ts: list) -> Optional[Token]:
     """The token of the innermost marked call running on this thread (this task), or None.
 
     3.10: the thread slot holds the innermost running plain function S, the
@@ -161,9 +165,9 @@ def _push_call(ts: list, op: int, state: Any) -> list:
     """A plain function's token, made the current call (non-hot paths: op mode)."""
     caller = _innermost(ts)
     if _IN_CONTEXTVAR:
-        tok = [op, caller, state, ts, ts[0], ts[1], _running_frame_token()]
+        tok = (op, caller, state, ts, ts[0], ts[1], _running_frame_token())
     else:
-        tok = [op, caller, state, ts, ts[0]]
+        tok = (op, caller, state, ts, ts[0])
     ts[1] = tok
     return tok
 
@@ -186,11 +190,11 @@ def current_op() -> Optional[int]:
     return tok[0] if tok is not None else None
 
 
-def _buffer() -> Optional[list]:
+def _buffer() -> Optional[Token]:
     return _state()[0]
 
 
-def _restore_parent(tok: list) -> None:
+def _restore_parent(tok: Token) -> None:
     """The frame of `tok` stops being the current call: what was current before it is again.
 
     Only if it still is current: an exception thrown into a suspended
@@ -219,7 +223,7 @@ def _restore_parent(tok: list) -> None:
 # the buffer bound (a call appends two records; the flusher drains every few ms).
 
 if _IN_CONTEXTVAR:
-    def enter(func_id: int, *args: Any) -> Optional[list]:
+    def enter(func_id: int, args: tuple) -> Optional[Token]:
         """A marked plain function starts running; returns the frame's token (or None: not traced)."""
         if not _enabled:
             return None
@@ -245,14 +249,14 @@ if _IN_CONTEXTVAR:
             else:
                 caller = frame
             op = _next_op()
-            ts[1] = tok = [op, caller, None, ts, buf, sync, frame]
+            ts[1] = tok = (op, caller, None, ts, buf, sync, frame)
             buf.append(("call", op, func_id, None if caller is None else caller[0], args))
             return tok
         except Exception:
             _count_error()
             return None
 else:
-    def enter(func_id: int, *args: Any) -> Optional[list]:
+    def enter(func_id: int, args: tuple) -> Optional[Token]:
         """A marked function starts running; returns the frame's token (or None: not traced)."""
         if not _enabled:
             return None
@@ -270,7 +274,7 @@ else:
                 buffers.overflow(buf)
             caller = ts[1]
             op = _next_op()
-            ts[1] = tok = [op, caller, None, ts, buf]
+            ts[1] = tok = (op, caller, None, ts, buf)
             buf.append(("call", op, func_id, None if caller is None else caller[0], args))
             return tok
         except Exception:
@@ -278,12 +282,13 @@ else:
             return None
 
 
-def gen_enter(func_id: int, *args: Any) -> Optional[list]:
-    """`enter` for a generator / coroutine on 3.10: a frame token, which holds the frame.
+def gen_enter(func_id: int, args: tuple) -> Optional[Token]:
+    """`enter` for a generator / coroutine: a list token, which `resume` updates.
 
-    A suspended frame has no `f_back`; `_innermost` uses that to skip a
-    generator that suspended inside `yield from` without giving the
-    current-call slot back (3.10's YIELD_FROM has no hook point).
+    On 3.10 it is a frame token, which holds the frame: a suspended frame
+    has no `f_back`, and `_innermost` uses that to skip a generator that
+    suspended inside `yield from` without giving the current-call slot back
+    (3.10's YIELD_FROM has no hook point).
     """
     if not _enabled:
         return None
@@ -293,7 +298,7 @@ def gen_enter(func_id: int, *args: Any) -> Optional[list]:
         if buf is None:
             return None
         op = _next_op()
-        tok = _push_frame(ts, op, None, sys._getframe(1))
+        tok = _push_frame(ts, op, None, sys._getframe(1) if _IN_CONTEXTVAR else None)
         caller = tok[1]
         buf.append(("call", op, func_id, None if caller is None else caller[0], args))
         if len(buf) > buffers._limit:
@@ -312,7 +317,7 @@ def _append(tok: list, record: tuple) -> None:
             buffers.overflow(buf)
 
 
-def gen_leave(tok: Optional[list], value: Any) -> Any:
+def gen_leave(tok: Optional[Token], value: Any) -> Any:
     """A marked generator/coroutine finishes with `value` (a `ret` only if it is not None)."""
     if tok is not None:
         try:
@@ -324,7 +329,7 @@ def gen_leave(tok: Optional[list], value: Any) -> Any:
     return value
 
 
-def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
+def fail(tok: Optional[Token], exc: Optional[BaseException] = None) -> None:
     """An exception is leaving a marked call (3.10 passes no exception: it is the handled one)."""
     if tok is None:
         return
@@ -339,7 +344,7 @@ def fail(tok: Optional[list], exc: Optional[BaseException] = None) -> None:
         _count_error()
 
 
-def suspend(tok: Optional[list], value: Any) -> Any:
+def suspend(tok: Optional[Token], value: Any) -> Any:
     """A marked generator yields `value` to its consumer (recorded as a `ret`)."""
     if tok is not None:
         try:
@@ -350,7 +355,7 @@ def suspend(tok: Optional[list], value: Any) -> Any:
     return value
 
 
-def pause(tok: Optional[list], value: Any) -> Any:
+def pause(tok: Optional[Token], value: Any) -> Any:
     """A marked generator/coroutine suspends inside `yield from` / `await`; `value` passes through."""
     if tok is not None:
         try:
@@ -360,7 +365,7 @@ def pause(tok: Optional[list], value: Any) -> Any:
     return value
 
 
-def resume(tok: Optional[list]) -> None:
+def resume(tok: Optional[Token]) -> None:
     """A marked generator was resumed (maybe in another thread): it is the current call again."""
     if tok is not None:
         try:
@@ -382,7 +387,7 @@ def resume(tok: Optional[list]) -> None:
             _count_error()
 
 
-def read(tok: Optional[list], value: Any, key: Any) -> Any:
+def read(tok: Optional[Token], value: Any, key: Any) -> Any:
     """A name that may be a parameter was loaded inside a marked call; `value` passes through.
 
     `key` is `(module, name)` for a global, `".name"` for an attribute. The
@@ -417,7 +422,7 @@ def read(tok: Optional[list], value: Any, key: Any) -> Any:
     return value
 
 
-def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
+def read_cell(tok: Optional[Token], value: Any, key: tuple) -> Any:
     """A closure variable was loaded inside a marked call; `value` passes through.
 
     `key` is `(module, qualname of the reading function, variable)`, the key
@@ -444,7 +449,7 @@ def read_cell(tok: Optional[list], value: Any, key: tuple) -> Any:
     return value
 
 
-def _closure_param(recs: Optional[list], value: Any) -> Any:
+def _closure_param(recs: Optional[Token], value: Any) -> Any:
     """The one parameter of a closure variable whose current value is `value`, else None.
 
     Runs of one function may declare different parameters in the same

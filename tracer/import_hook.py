@@ -790,7 +790,7 @@ _fingerprint_lock = threading.Lock()
 
 
 # The tracer's files whose changes change rewritten code (the rest, e.g. the runtime, do not).
-_REWRITING_FILES = ("import_hook.py", "config.py", "marking.py", "hooks.py", "ids.py")
+_REWRITING_FILES = ("import_hook.py", "config.py", "marking.py", "hooks.py", "op_hooks.py", "hook_table.py", "ids.py")
 _REWRITING_DIRS = ("rewrite",)
 
 

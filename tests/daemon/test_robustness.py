@@ -94,7 +94,7 @@ def test_hello_of_another_major_version_is_rejected_with_advice(env, daemon):
     sock.sendall(struct.pack(">I", len(body)) + body)
     reply = msgpack.unpackb(sock.recv(65536)[4:])
     assert reply["kind"] == "reject" and reply["protocol"] == list(PROTOCOL_VERSION)
-    assert "protocol 1.0, this tracer 9.0" in reply["reason"]
+    assert "protocol 1.1, this tracer 9.0" in reply["reason"]
 
 
 def test_control_connection_cannot_send_session_messages(env, daemon):

@@ -44,12 +44,12 @@ def test_same_major_and_another_minor_is_accepted():
 def test_newer_major_tracer_is_told_to_restart_the_daemon():
     with pytest.raises(VersionMismatch) as caught:
         check_hello(hello(protocol=(2, 0)))
-    assert str(caught.value).startswith("daemon speaks protocol 1.0, this tracer 2.0: restart the daemon with `trace-daemon stop`")
+    assert str(caught.value).startswith("daemon speaks protocol 1.1, this tracer 2.0: restart the daemon with `trace-daemon stop`")
     assert caught.value.tracer_version == (2, 0)
 
 
 def test_older_major_tracer_is_told_to_upgrade_or_stop_the_daemon():
-    with pytest.raises(VersionMismatch, match="daemon speaks protocol 1.0, this tracer 0.9: .*upgrade.*trace-daemon stop"):
+    with pytest.raises(VersionMismatch, match="daemon speaks protocol 1.1, this tracer 0.9: .*upgrade.*trace-daemon stop"):
         check_hello(hello(protocol=(0, 9)))
 
 
@@ -74,7 +74,7 @@ def test_daemon_with_a_token_rejects_a_wrong_token():
 
 def test_client_rejects_a_welcome_of_another_major():
     welcome = m.Welcome(protocol=(2, 0), daemon_pid=1, client_id=1, session="s", version=0)
-    with pytest.raises(VersionMismatch, match="daemon speaks protocol 2.0, this tracer 1.0"):
+    with pytest.raises(VersionMismatch, match="daemon speaks protocol 2.0, this tracer 1.1"):
         check_welcome(welcome)
 
 

@@ -127,12 +127,12 @@ def test_kind_must_be_a_str():
 
 
 def test_hello_of_another_major_version_that_does_not_fit_raises_version_mismatch():
-    with pytest.raises(VersionMismatch, match="daemon speaks protocol 1.0, this tracer 2.0"):
+    with pytest.raises(VersionMismatch, match="daemon speaks protocol 1.1, this tracer 2.0"):
         decode({"kind": "hello", "protocol": [2, 0], "identity": {"pid": 1}})
 
 
 def test_welcome_of_another_major_version_that_does_not_fit_raises_version_mismatch():
-    with pytest.raises(VersionMismatch, match="daemon speaks protocol 3.1, this tracer 1.0"):
+    with pytest.raises(VersionMismatch, match="daemon speaks protocol 3.1, this tracer 1.1"):
         decode({"kind": "welcome", "protocol": [3, 1]})
 
 

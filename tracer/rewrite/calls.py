@@ -2,7 +2,7 @@
 
 What the rewritten code does (stack pictures bottom -> top, `t` = token):
 
-- entry (after RESUME / GEN_START): `t = __@trace_enter(func_id, *args)`;
+- entry (after RESUME / GEN_START): `t = __@trace_enter(func_id, (args...))`;
   `t` stays at the bottom of the value stack for the frame's whole life.
   Nothing else in the code reaches below its own items, so the function's
   own stack discipline is untouched and `locals()` sees no new name.
@@ -112,7 +112,10 @@ class CallInstrumenter:
         seq = compat.push_hook(self.enter_hook, loc)
         seq.append(compat.load_const(self.func_id, loc))
         seq += [compat.load_arg(n, n in cells, loc) for n in names]
-        seq += compat.call(1 + len(names), loc)
+        # one tuple argument, not *args: a call with exactly the parameters
+        # the hook declares takes the interpreter's fast path (3.11+)
+        seq.append(Instr("BUILD_TUPLE", len(names), location=loc))
+        seq += compat.call(2, loc)
         return seq
 
     def edit(self, items: list, i: int, item, depth: Optional[int], out: list) -> bool:
@@ -140,8 +143,8 @@ class CallInstrumenter:
         self.analyse(items, start, depths)
         generator = is_generator_code(self.code)
         leave_hook = self.gen_leave_hook if generator else self.leave_hook
-        if generator and compat.YIELD_FROM_IS_OPAQUE:
-            # 3.10: a generator's token remembers its frame (see hooks.gen_enter)
+        if generator:
+            # a generator's token is updated on resume (and on 3.10 remembers its frame): see hooks.gen_enter
             self.enter_hook = {"__@trace_enter": "__@trace_gen_enter",
                                "__@trace_op_enter": "__@trace_op_gen_enter"}.get(self.enter_hook, self.enter_hook)
         handler = Label()
