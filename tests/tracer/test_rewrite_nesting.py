@@ -383,3 +383,58 @@ def test_line_numbers_of_instrumented_code_are_unchanged():
     after = [line for _, _, line in plain.__code__.co_lines() if line is not None]
     assert set(after) == set(before)
     assert plain.__code__.co_firstlineno == plain.__code__.co_firstlineno
+
+
+@bundle()
+def tool(tag):
+    return tag.upper()
+
+
+async def unmarked_step(tag):
+    await asyncio.sleep(0)  # suspends the whole chain of awaits
+    return tool(tag)        # a marked plain call after the resumption
+
+
+@bundle()
+async def agent(tag):
+    first = await unmarked_step(tag)
+    return first + tool(tag)
+
+
+def test_plain_calls_inside_an_unmarked_coroutine_nest_under_the_marked_coroutine_awaiting_it():
+    # Plain functions and coroutines keep their tokens in different places on
+    # 3.10 (thread slot / ContextVar): the innermost of the two must win, also
+    # after a suspension with tasks interleaved.
+    async def main():
+        return await asyncio.gather(agent("a"), agent("b"))
+
+    result, recs = records_of(asyncio.run, main())
+    assert result == ["AA", "BB"]
+    tree = calls(recs)
+    tool_parents = [parent_name(tree, op) for op, (n, _) in tree.items() if n == "tool"]
+    assert tool_parents == ["agent"] * 4
+    by_op = {r[1]: r for r in recs if r[0] == "call"}
+    for op, (n, parent) in tree.items():
+        if n == "tool":
+            assert by_op[op][4][0].upper() == by_op[parent][4][0].upper()  # its own task's agent
+
+
+@bundle()
+def stepper(gen):
+    return next(gen)
+
+
+@bundle()
+def plain_consumer(gen):
+    return [stepper(gen), tool("x"), stepper(gen)]
+
+
+def test_a_plain_call_between_two_resumptions_of_a_generator_nests_under_its_caller():
+    def run():
+        return plain_consumer(delegating(2))
+
+    result, recs = records_of(run)
+    tree = calls(recs)
+    assert result == [1, "X", 2]
+    assert [parent_name(tree, op) for op, (n, _) in tree.items() if n == "tool"] == ["plain_consumer"]
+    assert sorted(parent_name(tree, op) for op, (n, _) in tree.items() if n == "leaf") == ["numbers", "numbers"]
