@@ -27,11 +27,23 @@ from tracer.hooks import (_closure_param, _count_error, _innermost, _next_op, _p
 #
 # In op mode a frame's token carries a `FrameState`: for each local variable
 # and each op site, the ref (below) of the value currently held there. The
-# rewriter tells each hook statically where every operand came from (a
-# "spec" entry per operand), so provenance never depends on object identity:
+# rewriter tells each hook statically where every operand came from, so
+# provenance never depends on object identity (identity only guards against a
+# shadow that went stale). Hooks that see no operand values (calls, op_result)
+# get a "spec" entry per operand:
 #
 #   ("c", value)   a constant of the code      ("l", name)  a local variable
 #   ("s", site)    the result of op `site`     ("?",)       untracked (a fresh node)
+#
+# The hooks of the hot path get a "key" per operand instead: where its Ref is
+# kept in `FrameState.refs` (the local's name or the site id), or None (a
+# constant or untracked: a fresh node for the value seen); `op_stored`, which
+# sees no operand values, gets a constant as `(value,)`.
+#
+# Those hooks run once per operation: each is written out in full, with no
+# helper call on the common path (a Python call costs as much as the rest of
+# the hook), `_keep(v)` inlined as
+# `(v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)`.
 
 
 # A "ref" stands for one value node: a 1-tuple `(value,)`, unique by
@@ -44,13 +56,17 @@ Ref = tuple
 
 
 class FrameState:
-    """Shadow provenance of one op-mode frame."""
+    """Shadow provenance of one op-mode frame.
 
-    __slots__ = ("locals", "sites", "pending", "last_ret", "last_ret_value", "last_capture")
+    `refs` maps a local variable's name (a str) to the Ref of the value it
+    holds, and an op site's id (an int) to the Ref of the result it left on
+    the stack: one dict, so a hook finds any operand with one lookup.
+    """
+
+    __slots__ = ("refs", "pending", "last_ret", "last_ret_value", "last_capture")
 
     def __init__(self) -> None:
-        self.locals: dict = {}
-        self.sites: dict = {}
+        self.refs: dict = {}
         self.pending: dict = {}
         self.last_capture: Optional[tuple] = None
         self.last_ret: Optional[Ref] = None
@@ -58,6 +74,10 @@ class FrameState:
 
 
 _CLIP = 256  # longer str/bytes are kept as a clipped copy (see `clip`)
+_CLIPPABLE = frozenset((str, bytes))  # exact types only, as `_keep`
+# `buffers.limit()`, read at every op-mode frame entry: a module global is
+# cheaper to test on every op than `buffers._limit` (a module attribute).
+_limit = buffers._limit
 _CLIPPED = object()  # marks a clipped copy; `object()` itself is not GC-tracked
 
 
@@ -77,8 +97,7 @@ def is_clipped(value) -> bool:
 
 
 def _keep(value):
-    t = type(value)
-    if (t is str or t is bytes) and len(value) > _CLIP:
+    if type(value) in _CLIPPABLE and len(value) > _CLIP:
         return clip(value)
     return value
 
@@ -90,12 +109,8 @@ def _same(ref: Ref, value: Any) -> bool:
 
 def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Optional[Ref]:
     kind = entry[0]
-    if kind == "l":
-        ref = state.locals.get(entry[1])
-        if ref is not None and (not has_value or _same(ref, value)):
-            return ref
-    elif kind == "s":
-        ref = state.sites.get(entry[1])
+    if kind == "l" or kind == "s":
+        ref = state.refs.get(entry[1])
         if ref is not None and (not has_value or _same(ref, value)):
             return ref
     elif kind == "c":
@@ -104,9 +119,11 @@ def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Op
 
 
 def _op_enter(func_id: int, names: tuple, args: tuple, frame: Any) -> Optional[list]:
+    global _limit
     if not hooks._enabled:
         return None
     try:
+        _limit = buffers._limit
         ts = _state()
         buf = ts[0]
         if buf is None:
@@ -119,9 +136,9 @@ def _op_enter(func_id: int, names: tuple, args: tuple, frame: Any) -> Optional[l
         refs = tuple(r if r is not None else (_keep(a),) for r, a in zip(from_caller, args))
         for name, ref in zip(names, refs):
             if name is not None:  # None: an argument held in a cell (not shadowed)
-                state.locals[name] = ref
+                state.refs[name] = ref
         buf.append(("callref", op, func_id, caller[0] if caller is not None else None, refs))
-        if len(buf) > buffers._limit:
+        if len(buf) > _limit:
             buffers.overflow(buf)
         return tok
     except Exception:
@@ -167,9 +184,11 @@ def op_nested_enter() -> Optional[list]:
     marked call, so its token has that call's op and a fresh shadow state,
     and it never becomes the current call.
     """
+    global _limit
     if not hooks._enabled:
         return None
     try:
+        _limit = buffers._limit
         ts = _state()
         parent = _innermost(ts)
         if parent is None or ts[0] is None:
@@ -193,85 +212,154 @@ def nested_resume(tok: Optional[list]) -> None:
     return None
 
 
-def _record_op(tok: list, state: FrameState, site: int, opname: str, inputs: list, value: Any) -> Ref:
+def _record_op(tok: list, state: FrameState, site: int, opname: str, inputs: list, value: Any,
+               name: Optional[str]) -> Ref:
+    """Record op `site` (not on the hot path): its result's Ref goes to local `name`, else to `site`."""
     out = (_keep(value),)
-    state.sites[site] = out
+    state.refs[site if name is None else name] = out
     buf = tok[3][0]
     if buf is not None:
         buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
-        if len(buf) > buffers._limit:
+        if len(buf) > _limit:
             buffers.overflow(buf)
     return out
 
 
-def op(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -> Any:
-    """One traced operation: `values` are its operands then its result (returned)."""
-    result = values[-1]
+_params = None  # `tracer.params.registry`, once it exists (`_find_params`)
+
+
+def _find_params():
+    global _params
+    _params = _params_registry()
+    return _params
+
+
+# --- one traced operation: operands and result seen -------------------------
+#
+# Every hook below gets the token, the operand values and the result (the
+# instruction sequences are `compat.observe_operation`'s), then `site`,
+# `keys` (one per operand, see above), `opname` and `dest`; it records the
+# op and returns the result. `dest` is where the result's Ref goes in
+# `FrameState.refs`: the name of the local variable the result is stored
+# into right after the hook (the store itself runs untouched, with no hook
+# of its own), or `site` when the result stays on the stack.
+
+
+def op1(tok: Optional[list], x: Any, result: Any, site: int, keys: tuple, opname: str,
+        dest: Any) -> Any:
+    """A traced operation with one operand (unary ops, formatting)."""
     if tok is None:
         return result
     try:
-        state = tok[2]
-        inputs = []
-        i = 0
-        for entry in spec:
-            value = values[i]
-            i += 1
-            kind = entry[0]
-            if kind == "l":
-                ref = state.locals.get(entry[1])
-            elif kind == "s":
-                ref = state.sites.get(entry[1])
-            else:
-                ref = None
-            if ref is None or (ref[0] is not value and not _same(ref, value)):
-                ref = (_keep(value),)
-            inputs.append(ref)
-        out = state.sites[site] = (_keep(result),)
+        refs = tok[2].refs
+        rx = refs.get(keys[0])
+        if rx is None or (rx[0] is not x and not _same(rx, x)):
+            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
+        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+        refs[dest] = out
         buf = tok[3][0]
         if buf is not None:
-            buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
-            if len(buf) > buffers._limit:
+            buf.append(("op", out, tok[0], site, opname, (rx,)))
+            if len(buf) > _limit:
                 buffers.overflow(buf)
     except Exception:
         _count_error()
     return result
 
 
-def op_attr(tok: Optional[list], site: int, spec: tuple, opname: str, *values: Any) -> Any:
-    """`op` for a plain attribute load (`opname` is ".name"): also a parameter read if it is one."""
-    result = op(tok, site, spec, opname, *values)
-    if tok is not None:
-        try:
-            params = _params_registry()
+def op2(tok: Optional[list], x: Any, y: Any, result: Any, site: int, keys: tuple, opname: str,
+        dest: Any) -> Any:
+    """A traced operation with two operands (binary ops, comparisons, subscripts)."""
+    if tok is None:
+        return result
+    try:
+        refs = tok[2].refs
+        kx, ky = keys
+        rx = refs.get(kx)
+        if rx is None or (rx[0] is not x and not _same(rx, x)):
+            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
+        ry = refs.get(ky)
+        if ry is None or (ry[0] is not y and not _same(ry, y)):
+            ry = (y,) if type(y) not in _CLIPPABLE or len(y) <= _CLIP else (clip(y),)
+        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+        refs[dest] = out
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, (rx, ry)))
+            if len(buf) > _limit:
+                buffers.overflow(buf)
+    except Exception:
+        _count_error()
+    return result
+
+
+def op(tok: Optional[list], *args: Any) -> Any:
+    """A traced operation with k > 2 operands (f-strings, slices; 3.11+).
+
+    `args` are the operands, the result, then `site, keys, opname, dest`.
+    """
+    result = args[-5]
+    if tok is None:
+        return result
+    try:
+        site, keys, opname, dest = args[-4:]
+        refs = tok[2].refs
+        inputs = []
+        for key, value in zip(keys, args):
+            ref = refs.get(key)
+            if ref is None or (ref[0] is not value and not _same(ref, value)):
+                ref = (_keep(value),)
+            inputs.append(ref)
+        out = (_keep(result),)
+        refs[dest] = out
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, tuple(inputs)))
+            if len(buf) > _limit:
+                buffers.overflow(buf)
+    except Exception:
+        _count_error()
+    return result
+
+
+def op_attr(tok: Optional[list], x: Any, result: Any, site: int, keys: tuple, opname: str,
+            dest: Any) -> Any:
+    """`op1` for a plain attribute load (`opname` is ".attr"): also a parameter read if it is one."""
+    if tok is None:
+        return result
+    try:
+        refs = tok[2].refs
+        rx = refs.get(keys[0])
+        if rx is None or (rx[0] is not x and not _same(rx, x)):
+            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
+        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+        refs[dest] = out
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, (rx,)))
+            params = _params if _params is not None else _find_params()
             recs = params.by_attr.get(opname[1:]) if params is not None else None
             if recs:
                 for rec in recs:
                     if rec.get() is result:
-                        out = tok[2].sites.get(site)
-                        buf = tok[3][0]
-                        if out is not None and buf is not None:
-                            buf.append(("readref", tok[0], rec.name, out))
+                        buf.append(("readref", tok[0], rec.name, out))
                         break
-        except Exception:
-            _count_error()
+            if len(buf) > _limit:
+                buffers.overflow(buf)
+    except Exception:
+        _count_error()
     return result
 
 
-def op_packed(tok: Optional[list], packed: tuple, site: int, spec: tuple, opname: str) -> Any:
-    """`op` / `op_attr` for 3.10, where operands and result come packed in one tuple."""
-    if opname[0] == ".":
-        return op_attr(tok, site, spec, opname, *packed)
-    return op(tok, site, spec, opname, *packed)
-
-
-def op_result(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str) -> Any:
-    """A traced operation whose operand values were not captured (3.10 calls, long f-strings)."""
+def op_result(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str,
+              name: Optional[str] = None) -> Any:
+    """A traced operation whose operand values were not captured (3.10: f-strings of 3+ pieces)."""
     if tok is None:
         return value
     try:
         state = tok[2]
         inputs = [_resolve(state, entry, None, False) for entry in spec]
-        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
+        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value, name)
     except Exception:
         _count_error()
     return value
@@ -322,13 +410,13 @@ def _caller_refs(parent: Optional[list], args: tuple) -> list:
 
 
 def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str,
-            receiver: Optional[tuple] = None) -> Any:
+            receiver: Optional[tuple] = None, name: Optional[str] = None) -> Any:
     """A call returned `value`; its arguments were captured by `op_capture`.
 
     `receiver` is where the object of a method call (`obj.method(...)`) came
     from (a spec entry): it is the call's first input. A call of a marked
     function is already a `call` event: its result is linked to that call's
-    `ret` instead of becoming an op of its own.
+    `ret` instead of becoming an op of its own. `name`: as for `op2`.
     """
     if tok is None:
         return value
@@ -339,7 +427,7 @@ def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str
         if ret is not None and state.last_ret_value is value:
             state.last_ret = None
             state.last_ret_value = None
-            state.sites[site] = ret
+            state.refs[site if name is None else name] = ret
             return value
         if args is None:
             inputs = [_resolve(state, entry, None, False) for entry in spec]
@@ -347,85 +435,103 @@ def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str
             inputs = [_resolve(state, entry, args[i], True) for i, entry in enumerate(spec)]
         if receiver is not None:
             inputs.insert(0, _resolve(state, receiver, None, False))
-        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value)
+        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value, name)
     except Exception:
         _count_error()
     return value
 
 
-def op_stored(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str, name: Optional[str]) -> None:
-    """`x = a op b` ran untouched (in-place concatenation stays possible); `value` is x now."""
+def op_stored(tok: Optional[list], value: Any, site: int, keys: tuple, opname: str, name: Optional[str]) -> None:
+    """`x = a op b` ran untouched (in-place concatenation stays possible); `value` is x now.
+
+    `keys` has one entry per operand: the key of its Ref (resolved without
+    an identity check: its value was not captured, holding `s` for `s += x`
+    would make the loop quadratic; no Ref, no input), a constant as a
+    1-tuple `(value,)` (a fresh node), or None for an untracked operand,
+    whose value `op_capture` took before the op (3.11+; 3.10: no input).
+    `name` is x (None: a variable with no shadow, a cell or a comprehension's).
+    """
     if tok is None:
         return
     try:
         state = tok[2]
-        captured = state.pending.pop(site, ())
-        inputs = []
-        j = 0
-        for entry in spec:
-            if entry[0] == "?":
-                if j < len(captured):
-                    inputs.append((_keep(captured[j]),))
-                j += 1
-            else:
-                ref = _resolve(state, entry, None, False)
-                if ref is not None:
-                    inputs.append(ref)
-        out = _record_op(tok, state, site, opname, inputs, value)
-        if name is not None:
-            state.locals[name] = out
-    except Exception:
-        _count_error()
-
-
-def op_store(tok: Optional[list], value: Any, name: str, source: tuple) -> None:
-    """Local `name` was just assigned `value`, which came from `source` (a spec entry)."""
-    if tok is None:
-        return
-    try:
-        state = tok[2]
-        kind = source[0]
-        if kind == "l":
-            ref = state.locals.get(source[1])
-        elif kind == "s":
-            ref = state.sites.get(source[1])
+        refs = state.refs
+        kx, ky = keys
+        captured = state.pending.pop(site, ()) if kx is None or ky is None else ()
+        if type(kx) is tuple:
+            v = kx[0]
+            rx = (v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)
+        elif kx is None:
+            rx = (_keep(captured[0]),) if captured else None
         else:
-            ref = None
-        if ref is None or (ref[0] is not value and not _same(ref, value)):
-            ref = (_keep(value),)
-        state.locals[name] = ref
+            rx = refs.get(kx)
+        if type(ky) is tuple:
+            v = ky[0]
+            ry = (v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)
+        elif ky is None:
+            j = 1 if kx is None else 0
+            ry = (_keep(captured[j]),) if len(captured) > j else None
+        else:
+            ry = refs.get(ky)
+        if rx is None:
+            inputs = () if ry is None else (ry,)
+        else:
+            inputs = (rx,) if ry is None else (rx, ry)
+        out = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        if name is not None:
+            refs[name] = out
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, inputs))
+            if len(buf) > _limit:
+                buffers.overflow(buf)
     except Exception:
         _count_error()
 
 
-def op_global(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
-    """A global was loaded in op mode: a parameter read if it is one; its Ref becomes site's."""
+def op_store(tok: Optional[list], value: Any, name: str, key: Any) -> None:
+    """Local `name` was just assigned `value`, whose Ref is kept under `key` (None: a fresh node)."""
+    if tok is None:
+        return
+    try:
+        refs = tok[2].refs
+        ref = refs.get(key)
+        if ref is None or (ref[0] is not value and not _same(ref, value)):
+            ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        refs[name] = ref
+    except Exception:
+        _count_error()
+
+
+def op_global(tok: Optional[list], value: Any, site: int, key: tuple, name: Optional[str] = None) -> Any:
+    """A global was loaded in op mode: a parameter read if it is one; its Ref becomes site's (or `name`'s)."""
     if tok is None:
         return value
     try:
-        params = _params_registry()
-        _op_load(tok, value, site, params.by_global.get(key) if params is not None else None)
+        params = _params if _params is not None else _find_params()
+        _op_load(tok, value, site, params.by_global.get(key) if params is not None else None, name)
     except Exception:
         _count_error()
     return value
 
 
-def op_cell(tok: Optional[list], value: Any, site: int, key: tuple) -> Any:
+def op_cell(tok: Optional[list], value: Any, site: int, key: tuple, name: Optional[str] = None) -> Any:
     """`op_global` for a closure variable (`key` as in `read_cell`)."""
     if tok is None:
         return value
     try:
-        params = _params_registry()
-        _op_load(tok, value, site, _closure_param(params.by_closure.get(key), value) if params is not None else None)
+        params = _params if _params is not None else _find_params()
+        _op_load(tok, value, site, _closure_param(params.by_closure.get(key), value) if params is not None else None,
+                 name)
     except Exception:
         _count_error()
     return value
 
 
-def _op_load(tok: list, value: Any, site: int, rec: Any) -> None:
-    """The loaded value's Ref becomes `site`'s; a read of `rec` if `value` is its current value."""
+def _op_load(tok: list, value: Any, site: int, rec: Any, name: Optional[str]) -> None:
+    """The loaded value's Ref becomes `site`'s (or local `name`'s); a read of `rec` if `value` is its current value."""
     ref = (_keep(value),)
-    tok[2].sites[site] = ref
+    tok[2].refs[site if name is None else name] = ref
     if rec is not None and rec.get() is value:
         buf = tok[3][0]
         if buf is not None:

@@ -391,39 +391,52 @@ def expand_return_const(items: list) -> list:
 # --- op mode: emission patterns -----------------------------------------------
 
 
-def observe_operation(item: Instr, k: int, depth: int, consts: tuple, loc=None) -> list:
+def observe_operation(item: Instr, k: int, depth: int, consts: tuple, loc=None,
+                      spec_consts: tuple = ()) -> list:
     """Run operation `item` (k operands on top, token `depth` + 1 from the top) and report it.
 
-    3.11+: the op runs on copies of its operands; `__@trace_op` (or
-    `__@trace_op_attr` for attribute loads) gets token, consts, operands and
-    result, and returns the result; the original operands are dropped.
-    3.10 (no COPY): DUP_TOP(_TWO), the op, BUILD_TUPLE, and `__@trace_op_packed`
-    gets the tuple; for k > 2 only the result goes to `__@trace_op_result`.
+    The hook gets the token, the operands, the result, then `consts`, and
+    returns the result: `__@trace_op_1` / `__@trace_op_2` / `__@trace_op` by
+    k, `__@trace_op_attr` for attribute loads (see `tracer.op_hooks`).
+    3.11+: the op runs on copies of its operands, the originals are dropped:
+      [t, .., x1..xk] -> [t, .., x1..xk, hook, NULL, t, x1..xk, x1..xk]
+      -> op -> [t, .., x1..xk, hook, NULL, t, x1..xk, r] -> consts -> CALL
+      -> [t, .., x1..xk, r] -> SWAP k+1, POP_TOP * k -> [t, .., r]
+      (3.13 stacks NULL after the hook, see `NULL_AFTER_CALLABLE`)
+    3.10 (no COPY), k <= 2: the op runs on DUP_TOP(_TWO) copies, and the
+    originals and the result become the hook's arguments:
+      [t, .., x, y] -> [t, .., x, y, x, y] -> op -> [t, .., x, y, r]
+      -> `call_hook_with_token` -> [t, .., hook(t, x, y, r, *consts)] = [t, .., r]
+    3.10, k > 2: the op runs as it is, and `__@trace_op_result` gets only
+    the result, with `spec_consts` (its operands' values are not seen).
     """
+    if item.name == "LOAD_ATTR":
+        hook = "__@trace_op_attr"
+    else:
+        hook = {1: "__@trace_op_1", 2: "__@trace_op_2"}.get(k, "__@trace_op")
     if HAS_COPY:
-        hook = "__@trace_op_attr" if item.name == "LOAD_ATTR" else "__@trace_op"
         if NULL_AFTER_CALLABLE:
             seq = [load_global_plain(hook, loc), _i("PUSH_NULL", None, loc)]
         else:
             seq = [_i("PUSH_NULL", None, loc), load_global_plain(hook, loc)]
         seq.append(_i("COPY", depth + 3, loc))                       # the token
-        seq += [load_const(c, loc) for c in consts]
-        above = 2 + 1 + len(consts)                                  # callable, NULL, token, consts
+        above = 2 + 1                                                # callable, NULL, token
         seq += [_i("COPY", k + above, loc) for _ in range(k)]        # operands for the hook
         seq += [_i("COPY", 2 * k + above, loc) for _ in range(k)]    # operands for the op
         seq.append(item)
-        seq += call(1 + len(consts) + k + 1, loc)
+        seq += [load_const(c, loc) for c in consts]
+        seq += call(1 + k + 1 + len(consts), loc)
         seq.append(_i("SWAP", k + 1, loc))
         seq += [_i("POP_TOP", None, loc) for _ in range(k)]
         return seq
     after = depth - k + 1
     if k == 1:
-        seq = [_i("DUP_TOP", None, loc), item, _i("BUILD_TUPLE", 2, loc)]
+        seq = [_i("DUP_TOP", None, loc), item]
     elif k == 2:
-        seq = [_i("DUP_TOP_TWO", None, loc), item, _i("BUILD_TUPLE", 3, loc)]
+        seq = [_i("DUP_TOP_TWO", None, loc), item]
     else:
-        return [item] + call_hook_with_token("__@trace_op_result", after + 1, 1, loc, extra_consts=consts)
-    return seq + call_hook_with_token("__@trace_op_packed", after + 1, 1, loc, extra_consts=consts)
+        return [item] + call_hook_with_token("__@trace_op_result", after + 1, 1, loc, extra_consts=spec_consts)
+    return seq + call_hook_with_token(hook, after + k + 1, k + 1, loc, extra_consts=consts)
 
 
 CAN_CAPTURE = HAS_COPY  # values below the top can be copied into a hook call

@@ -18,9 +18,10 @@ Four emission patterns (stack pictures bottom -> top; `t` = the token):
 
 A  operations with k object operands (3.11+): the op runs on copies of its
    operands and the hook gets the operands and the result:
-   [x1..xk] -> [x1..xk, <hook>, t, site, spec, name, x1..xk, x1..xk] -> OP
-   -> CALL -> [x1..xk, r] -> drop the originals -> [r]
-   (3.10, no COPY: DUP_TOP(_TWO), OP, BUILD_TUPLE, one hook on the tuple.)
+   [x1..xk] -> [x1..xk, <hook>, t, x1..xk, x1..xk] -> OP -> [.., t, x1..xk, r]
+   -> site, keys, opname, dest -> CALL -> [x1..xk, r] -> drop the originals -> [r]
+   (3.10, no COPY: DUP_TOP(_TWO), OP, and the originals and the result
+   become the hook's arguments.)
    The sequences themselves are in `compat` (`observe_operation`,
    `capture_values`, `call_with_packed_args`).
 B  calls: argument values are captured before the call (never the callable
@@ -31,6 +32,11 @@ C  `x = a op b` / `x op= b` followed by STORE_FAST: the op and the store
    that), then the hook reads the stored local.
 S  any other STORE_FAST: after the store, the hook is told where the value
    came from and updates the shadow.
+
+A STORE_FAST right after an A or B site (or a global / closure-variable
+load) has no hook of its own: the site's hook is told the local's name
+(`dest` / `name`) and puts the result's Ref there itself, and the store
+runs untouched (`x = a[i]` is one hook call, not two).
 """
 from __future__ import annotations
 
@@ -46,6 +52,11 @@ from tracer.rewrite.compat import call_arity, operation
 
 UNTRACKED = ("?",)
 NESTED_NAMES = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
+
+def _key(entry: tuple):
+    """Where the Ref of an operand from `entry` is kept in `FrameState.refs`, None if nowhere."""
+    return entry[1] if entry[0] in ("l", "s") else None
+
 
 def _stack_change(instr: Instr) -> tuple[int, int]:
     pre, post = instr.pre_and_post_stack_effect(jump=False)
@@ -66,6 +77,7 @@ class OpInstrumenter(CallInstrumenter):
         self.plans: dict[int, tuple] = {}
         self._occurrences: dict = {}
         self.method_loads: set[int] = set()  # ids of LOAD_ATTRs that were LOAD_METHOD (not traced)
+        self.fused_stores: set[int] = set()  # indices of STORE_FASTs whose value's hook updates the shadow
 
     # -- nested comprehensions belong to this function ----------------------
     def rewrite(self):
@@ -167,7 +179,7 @@ class OpInstrumenter(CallInstrumenter):
                     # the store happens too: simulate both
                     del sym[len(sym) - k:]
                     continue
-                self.plans[i] = ("A", k, site, spec, opname)
+                self.plans[i] = ("A", k, site, spec, opname, self._fused_store(items, i, cleared))
                 del sym[len(sym) - k:]
                 sym.append(("s", site))
                 continue
@@ -192,24 +204,29 @@ class OpInstrumenter(CallInstrumenter):
                         items[run_start - 1].name in ("KW_NAMES", "PRECALL"):
                     run_start -= 1
                 self.plans[("pre", run_start)] = ("Bpre", n, above, site, spec)
-                self.plans[i] = ("B", site, spec, "call", receiver)
+                self.plans[i] = ("B", site, spec, "call", receiver, self._fused_store(items, i, cleared))
                 after = depth + item.stack_effect(jump=False)
                 sym = before[:max(0, after - 1)] + [("s", site)]
                 continue
             if name == "LOAD_GLOBAL" and not compat.load_global_pushes_null(item):
                 site = self._site("global", item)
-                self.plans[i] = ("G", site, (self.module, compat.global_name(item)), "__@trace_op_global")
+                self.plans[i] = ("G", site, (self.module, compat.global_name(item)), "__@trace_op_global",
+                                 self._fused_store(items, i, cleared))
                 sym.append(("s", site))
                 continue
             var = compat.deref_name(item)
             if var is not None:  # a closure variable: a parameter read if it is one (params.by_closure)
                 site = self._site("closure", item)
-                self.plans[i] = ("G", site, (self.module, self.scope_qualname, var), "__@trace_op_cell")
+                self.plans[i] = ("G", site, (self.module, self.scope_qualname, var), "__@trace_op_cell",
+                                 self._fused_store(items, i, cleared))
                 sym.append(("s", site))
                 continue
             if name == "STORE_FAST":
                 source = sym[-1] if sym else UNTRACKED
-                self.plans[i] = ("F", item.arg) if item.arg in cleared else ("S", item.arg, source)
+                if item.arg in cleared or i in self.fused_stores:
+                    self.plans[i] = ("F", item.arg)
+                else:
+                    self.plans[i] = ("S", item.arg, source)
                 sym.pop()
                 continue
             if name in ("LOAD_FAST", "LOAD_FAST_CHECK"):
@@ -239,6 +256,18 @@ class OpInstrumenter(CallInstrumenter):
             if item.is_uncond_jump() or item.is_final():
                 sym = None
 
+    def _fused_store(self, items: list, i: int, cleared: set) -> Optional[str]:
+        """The local that the value pushed by items[i] is stored into right after, if its hook can do the shadow's part.
+
+        Not a variable that a comprehension saves and restores around itself
+        (LOAD_FAST_AND_CLEAR, 3.12+): those are never shadowed (see "F").
+        """
+        nxt = items[i + 1] if i + 1 < len(items) else None
+        if isinstance(nxt, Instr) and nxt.name == "STORE_FAST" and nxt.arg not in cleared:
+            self.fused_stores.add(i + 1)
+            return nxt.arg
+        return None
+
     # -- emission -----------------------------------------------------------
     def edit(self, items: list, i: int, item, depth: Optional[int], out: list) -> bool:
         loc = item.location
@@ -252,29 +281,34 @@ class OpInstrumenter(CallInstrumenter):
             return False
         kind = plan[0]
         if kind == "A":
-            _, k, site, spec, opname = plan
-            out += compat.observe_operation(item, k, depth, (site, spec, opname), loc)
+            _, k, site, spec, opname, target = plan
+            keys = tuple(_key(entry) for entry in spec)
+            dest = site if target is None else target  # where the hook puts the result's Ref
+            out += compat.observe_operation(item, k, depth, (site, keys, opname, dest), loc,
+                                            spec_consts=(site, spec, opname, target))
         elif kind == "C":
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
-            _, site, spec, opname, receiver = plan
+            _, site, spec, opname, receiver, target = plan
             packed = compat.call_with_packed_args(item, depth, "__@trace_op_capture_packed", (site, spec), loc)
             out += packed if packed is not None else [item]
             after = depth + item.stack_effect(jump=False)
             out += compat.call_hook_with_token("__@trace_op_call", after + 1, 1, loc,
-                                               extra_consts=(site, spec, opname, receiver))
+                                               extra_consts=(site, spec, opname, receiver, target))
         elif kind == "G":
-            _, site, key, hook = plan
+            _, site, key, hook, target = plan
             out.append(item)
-            out += compat.call_hook_with_token(hook, depth + 2, 1, loc, extra_consts=(site, key))
+            out += compat.call_hook_with_token(hook, depth + 2, 1, loc, extra_consts=(site, key, target))
         elif kind == "S":
             _, name, source = plan
             out.append(item)
             out.append(Instr("LOAD_FAST", name, location=loc))
             out += compat.call_hook_with_token("__@trace_op_store", depth + 1, 1, loc,
-                                               extra_consts=(name, source), keep_result=False)
+                                               extra_consts=(name, _key(source)), keep_result=False)
         elif kind == "F":
-            out.append(item)  # restoring a comprehension variable: may be NULL, never touched
+            # untouched: the hook of the value's site already updated the shadow,
+            # or a comprehension variable is restored (may be NULL, never shadowed)
+            out.append(item)
         else:
             return False
         return True
@@ -282,14 +316,16 @@ class OpInstrumenter(CallInstrumenter):
     def _apply_then_store(self, plan: tuple, item: Instr, depth: int, loc) -> list:
         """Pattern C: `x = a op b` runs untouched; untracked operands are captured before."""
         _, k, site, spec, opname, store, target = plan
-        positions = [k - m for m, entry in enumerate(spec) if entry[0] == "?"]
+        # where each operand's Ref is: a key, a constant as (value,), None: untracked (captured)
+        keys = tuple((entry[1],) if entry[0] == "c" else _key(entry) for entry in spec)
+        positions = [k - m for m, key in enumerate(keys) if key is None]
         seq = compat.capture_values("__@trace_op_capture", positions, depth, (site, None), loc)
         seq += [item, store]
         load = "LOAD_FAST" if store.name == "STORE_FAST" else "LOAD_DEREF"
         seq.append(Instr(load, store.arg, location=loc))
         after = depth - k + 1  # the stored value pushed again
         seq += compat.call_hook_with_token("__@trace_op_stored", after + 1, 1, loc,
-                                           extra_consts=(site, spec, opname, target), keep_result=False)
+                                           extra_consts=(site, keys, opname, target), keep_result=False)
         return seq
 
 
