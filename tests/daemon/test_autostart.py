@@ -105,7 +105,7 @@ def test_daemon_of_a_newer_protocol_is_left_alone_and_refused_clearly(traced_env
     try:
         result = ensure_daemon(timeout=5)
         assert not result.ok
-        assert "daemon speaks protocol 2.0, this tracer 1.0" in result.reason and "upgrade" in result.reason
+        assert "daemon speaks protocol 2.0, this tracer 1.1" in result.reason and "upgrade" in result.reason
         assert newer.poll() is None
     finally:
         stop_process(newer)
