@@ -29,16 +29,17 @@ from tracer.hooks import (_closure_param, _count_error, _innermost, _next_op, _p
 # and each op site, the ref (below) of the value currently held there. The
 # rewriter tells each hook statically where every operand came from, so
 # provenance never depends on object identity (identity only guards against a
-# shadow that went stale). Hooks that see no operand values (calls, op_result)
-# get a "spec" entry per operand:
+# shadow that went stale). The rewriter's analysis has a "spec" entry per
+# operand:
 #
 #   ("c", value)   a constant of the code      ("l", name)  a local variable
 #   ("s", site)    the result of op `site`     ("?",)       untracked (a fresh node)
 #
-# The hooks of the hot path get a "key" per operand instead: where its Ref is
-# kept in `FrameState.refs` (the local's name or the site id), or None (a
-# constant or untracked: a fresh node for the value seen); `op_stored`, which
-# sees no operand values, gets a constant as `(value,)`.
+# and hooks get it as a "key": where the operand's Ref is kept in
+# `FrameState.refs` (the local's name or the site id), or None (a constant or
+# untracked: a fresh node for the value seen). Hooks that may not see the
+# operand's value (`op_stored`, `op_call`) get a constant as `(value,)`;
+# only `op_result` (3.10, k > 2) still gets the spec entries themselves.
 #
 # Those hooks run once per operation: each is written out in full, with no
 # helper call on the common path (a Python call costs as much as the rest of
@@ -63,14 +64,13 @@ class FrameState:
     the stack: one dict, so a hook finds any operand with one lookup.
     """
 
-    __slots__ = ("refs", "pending", "last_ret", "last_ret_value", "last_capture")
+    __slots__ = ("refs", "pending", "last_ret", "last_capture")
 
     def __init__(self) -> None:
         self.refs: dict = {}
-        self.pending: dict = {}
-        self.last_capture: Optional[tuple] = None
-        self.last_ret: Optional[Ref] = None
-        self.last_ret_value: Any = None
+        self.pending: dict = {}  # site -> untracked operand values of an `x = a op b` (`op_capture`)
+        self.last_capture: Optional[tuple] = None  # (site, keys, argument values) of the call about to run
+        self.last_ret: Optional[tuple] = None  # (Ref, value) of the return of the marked call it made last
 
 
 _CLIP = 256  # longer str/bytes are kept as a clipped copy (see `clip`)
@@ -170,8 +170,7 @@ def op_leave(tok: Optional[list], value: Any) -> Any:
                 buf.append(("retref", tok[0], ref))
                 parent = tok[1]
                 if parent is not None and parent[2] is not None:
-                    parent[2].last_ret = ref
-                    parent[2].last_ret_value = value
+                    parent[2].last_ret = (ref, value)
         except Exception:
             _count_error()
     return value
@@ -365,27 +364,35 @@ def op_result(tok: Optional[list], value: Any, site: int, spec: tuple, opname: s
     return value
 
 
-def op_capture(tok: Optional[list], site: int, spec: Optional[tuple], *values: Any) -> None:
-    """Operand values of `site` taken before it runs (calls; untracked operands of `x = a op b`).
+def op_capture(tok: Optional[list], site: int, keys: Optional[tuple], *values: Any) -> None:
+    """Operand values of `site` taken before it runs: a call's arguments, or (`keys` None)
+    the untracked operands of an `x = a op b`.
 
-    For a call (`spec` given), a marked callee picks the caller's Refs of
-    its arguments from here (see `_caller_refs`).
+    A call's (3.10: `op_capture_packed`) are for its `op_call`, and for a
+    marked callee, which picks the caller's Refs of its arguments from them
+    (see `_caller_refs`).
     """
     if tok is not None:
         try:
             state = tok[2]
-            state.pending[site] = values
-            if spec is not None:
-                state.last_capture = (spec, values)
-            state.last_ret = None
-            state.last_ret_value = None
+            if keys is None:
+                state.pending[site] = values
+            else:
+                state.last_capture = (site, keys, values)
+                state.last_ret = None
         except Exception:
             _count_error()
 
 
-def op_capture_packed(tok: Optional[list], args: tuple, site: int, spec: tuple) -> None:
-    """`op_capture` for 3.10, where a call's arguments come packed in one tuple."""
-    op_capture(tok, site, spec, *args)
+def op_capture_packed(tok: Optional[list], args: tuple, site: int, keys: tuple) -> None:
+    """`op_capture` of a call for 3.10, where its arguments come packed in one tuple."""
+    if tok is not None:
+        try:
+            state = tok[2]
+            state.last_capture = (site, keys, args)
+            state.last_ret = None
+        except Exception:
+            _count_error()
 
 
 def _caller_refs(parent: Optional[list], args: tuple) -> list:
@@ -400,45 +407,95 @@ def _caller_refs(parent: Optional[list], args: tuple) -> list:
     if capture is None:
         return out
     state.last_capture = None
-    spec, values = capture
+    _, keys, values = capture
+    refs = state.refs
     for i, arg in enumerate(args):
         matches = [j for j, v in enumerate(values) if v is arg]
         if len(matches) == 1:
-            j = matches[0]
-            out[i] = _resolve(state, spec[j], arg, True)
+            key = keys[matches[0]]
+            ref = refs.get(key) if type(key) is not tuple else None
+            out[i] = ref if ref is not None and _same(ref, arg) else (_keep(arg),)
     return out
 
 
-def op_call(tok: Optional[list], value: Any, site: int, spec: tuple, opname: str,
-            receiver: Optional[tuple] = None, name: Optional[str] = None) -> Any:
-    """A call returned `value`; its arguments were captured by `op_capture`.
+def op_call(tok: Optional[list], value: Any, site: int, keys: tuple, opname: str,
+            receiver: Any, dest: Any) -> Any:
+    """A call returned `value`; its arguments were captured by `op_capture` (or not: 3.10 keyword calls).
 
-    `receiver` is where the object of a method call (`obj.method(...)`) came
-    from (a spec entry): it is the call's first input. A call of a marked
-    function is already a `call` event: its result is linked to that call's
-    `ret` instead of becoming an op of its own. `name`: as for `op2`.
+    `keys` has one entry per argument, as for `op_stored`: the key of its
+    Ref, a constant as `(value,)`, None if untracked. `receiver` is where the
+    object of a method call (`obj.method(...)`) came from, the same way (None:
+    no receiver, or untracked): it is the call's first input. `dest` as for
+    `op2`. A call of a marked function is already a `call` event: its result
+    is linked to that call's `ret` instead of becoming an op of its own.
     """
     if tok is None:
         return value
     try:
         state = tok[2]
-        args = state.pending.pop(site, None)
+        refs = state.refs
         ret = state.last_ret
-        if ret is not None and state.last_ret_value is value:
+        if ret is not None:
             state.last_ret = None
-            state.last_ret_value = None
-            state.refs[site if name is None else name] = ret
-            return value
-        if args is None:
-            inputs = [_resolve(state, entry, None, False) for entry in spec]
+            if ret[1] is value:
+                state.last_capture = None
+                refs[dest] = ret[0]
+                return value
+        capture = state.last_capture
+        if capture is not None and capture[0] == site:
+            state.last_capture = None
+            args = capture[2]
         else:
-            inputs = [_resolve(state, entry, args[i], True) for i, entry in enumerate(spec)]
+            args = None
+        n = len(keys)
+        if args is None or len(args) != n:
+            inputs = _refs_unseen(refs, keys) if n else ()
+        elif n == 1:
+            k0, a0 = keys[0], args[0]
+            r0 = refs.get(k0) if type(k0) is not tuple else None
+            if r0 is None or (r0[0] is not a0 and not _same(r0, a0)):
+                r0 = (a0,) if type(a0) not in _CLIPPABLE or len(a0) <= _CLIP else (clip(a0),)
+            inputs = (r0,)
+        else:
+            inputs = _refs_seen(refs, keys, args)
         if receiver is not None:
-            inputs.insert(0, _resolve(state, receiver, None, False))
-        _record_op(tok, state, site, opname, [r for r in inputs if r is not None], value, name)
+            ref = (_keep(receiver[0]),) if type(receiver) is tuple else refs.get(receiver)
+            if ref is not None:
+                inputs = (ref,) + inputs
+        out = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        refs[dest] = out
+        buf = tok[3][0]
+        if buf is not None:
+            buf.append(("op", out, tok[0], site, opname, inputs))
+            if len(buf) > _limit:
+                buffers.overflow(buf)
     except Exception:
         _count_error()
     return value
+
+
+def _refs_seen(refs: dict, keys: tuple, values: tuple) -> tuple:
+    """The Refs of operands whose `values` were captured (`keys` as for `op_call`)."""
+    out = []
+    for key, value in zip(keys, values):
+        ref = refs.get(key) if type(key) is not tuple else None
+        if ref is None or (ref[0] is not value and not _same(ref, value)):
+            ref = (_keep(value),)
+        out.append(ref)
+    return tuple(out)
+
+
+def _refs_unseen(refs: dict, keys: tuple) -> tuple:
+    """The Refs of operands whose values were not captured: as they are, constants, nothing for the untracked."""
+    out = []
+    for key in keys:
+        if type(key) is tuple:
+            out.append((_keep(key[0]),))
+        elif key is not None:
+            ref = refs.get(key)
+            if ref is not None:
+                out.append(ref)
+    return tuple(out)
 
 
 def op_stored(tok: Optional[list], value: Any, site: int, keys: tuple, opname: str, name: Optional[str]) -> None:
@@ -503,36 +560,41 @@ def op_store(tok: Optional[list], value: Any, name: str, key: Any) -> None:
         _count_error()
 
 
-def op_global(tok: Optional[list], value: Any, site: int, key: tuple, name: Optional[str] = None) -> Any:
-    """A global was loaded in op mode: a parameter read if it is one; its Ref becomes site's (or `name`'s)."""
+def op_global(tok: Optional[list], value: Any, site: int, key: tuple, dest: Any) -> Any:
+    """A global was loaded in op mode: a parameter read if it is one; its Ref goes to `dest` (as for `op2`)."""
     if tok is None:
         return value
     try:
+        ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        tok[2].refs[dest] = ref
         params = _params if _params is not None else _find_params()
-        _op_load(tok, value, site, params.by_global.get(key) if params is not None else None, name)
+        if params is not None:
+            rec = params.by_global.get(key)
+            if rec is not None and rec.get() is value:
+                buf = tok[3][0]
+                if buf is not None:
+                    buf.append(("readref", tok[0], rec.name, ref))
     except Exception:
         _count_error()
     return value
 
 
-def op_cell(tok: Optional[list], value: Any, site: int, key: tuple, name: Optional[str] = None) -> Any:
+def op_cell(tok: Optional[list], value: Any, site: int, key: tuple, dest: Any) -> Any:
     """`op_global` for a closure variable (`key` as in `read_cell`)."""
     if tok is None:
         return value
     try:
+        ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        tok[2].refs[dest] = ref
         params = _params if _params is not None else _find_params()
-        _op_load(tok, value, site, _closure_param(params.by_closure.get(key), value) if params is not None else None,
-                 name)
+        if params is not None:
+            recs = params.by_closure.get(key)
+            if recs:  # the common case is a closure variable that is no parameter
+                rec = _closure_param(recs, value)
+                if rec is not None:
+                    buf = tok[3][0]
+                    if buf is not None:
+                        buf.append(("readref", tok[0], rec.name, ref))
     except Exception:
         _count_error()
     return value
-
-
-def _op_load(tok: list, value: Any, site: int, rec: Any, name: Optional[str]) -> None:
-    """The loaded value's Ref becomes `site`'s (or local `name`'s); a read of `rec` if `value` is its current value."""
-    ref = (_keep(value),)
-    tok[2].refs[site if name is None else name] = ref
-    if rec is not None and rec.get() is value:
-        buf = tok[3][0]
-        if buf is not None:
-            buf.append(("readref", tok[0], rec.name, ref))

@@ -381,3 +381,91 @@ def test_a_long_string_stored_from_an_op_is_recorded_clipped_and_still_linked():
     (fmt,) = op_events(events, "format")
     subs = op_events(events, "subscript")
     assert len(subs) == 2 and all(sub[5][0] == fmt[6] for sub in subs)
+
+
+# --- calls ---------------------------------------------------------------------------
+
+
+def double(v):
+    return v * 2
+
+
+def test_a_called_global_is_no_input_and_its_argument_is():
+    def run(a):
+        y = double(a[0])        # 3.10: no hook for the load of `double` itself
+        return double(double)(3) if False else y + double(y)
+
+    result, events = same_output(run, [2])
+    assert result == 12
+    (sub,) = op_events(events, "subscript")
+    first, second = op_events(events, "call")
+    assert first[5] == (sub[6],)          # the argument, not the callable
+    assert second[5] == (first[6],)
+    (add,) = op_events(events, "add")
+    assert add[5] == (first[6], second[6])
+
+
+def test_a_global_passed_as_an_argument_is_still_an_input():
+    def run():
+        return list(map(double, [1]))
+
+    result, events = same_output(run)
+    assert result == [2]
+    map_call = op_events(events, "call")[0]
+    assert len(map_call[5]) == 2  # the function object and the list
+
+
+def test_keyword_and_star_calls_link_their_results():
+    def run(a):
+        x = a[0]
+        y = sorted(a, key=abs, reverse=False)
+        z = max(*a)
+        return x + y[0] + z
+
+    result, events = same_output(run, [3, -4])
+    assert result == 3 + 3 + 3
+    sub_x, sub_y0 = op_events(events, "subscript")
+    sorted_call, max_call = op_events(events, "call")
+    first, second = op_events(events, "add")
+    assert sub_y0[5][0] == sorted_call[6]
+    assert first[5] == (sub_x[6], sub_y0[6])
+    assert second[5] == (first[6], max_call[6])
+
+
+@bundle(granularity="op")
+def five(_):
+    return 5
+
+
+def give_five():
+    return 5
+
+
+def test_a_marked_return_consumed_elsewhere_is_not_taken_for_a_later_calls_result():
+    def run():
+        values = list(map(five, [0]))   # five's return is used inside list(), not by a call here
+        y = give_five()                 # an unmarked call returning the very same object
+        return y + 1, values
+
+    result, events = same_output(run)
+    assert result == (6, [5])
+    (five_call,) = call_events(events, "five")
+    give = [e for e in op_events(events, "call")][-1]
+    (add,) = op_events(events, "add")
+    assert add[5][0] == give[6]
+    assert add[5][0] != ret_node(events, five_call[1])
+
+
+def test_a_marked_callee_gets_the_callers_nodes_and_its_return_links_back():
+    def run(a):
+        x = a[0]
+        y = five(x)
+        return y + 1
+
+    result, events = same_output(run, [7])
+    assert result == 6
+    (sub,) = op_events(events, "subscript")
+    (five_call,) = call_events(events, "five")
+    assert input_nodes(five_call) == [sub[6]]
+    (add,) = op_events(events, "add")
+    assert add[5][0] == ret_node(events, five_call[1])

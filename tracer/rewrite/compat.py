@@ -476,6 +476,23 @@ def call_with_packed_args(item: Instr, depth: int, hook: str, consts: tuple, loc
     return seq
 
 
+def callable_slot(item: Instr, depth: int) -> Optional[int]:
+    """3.10: how many stack items lie below the callable of call `item` run at `depth` (items before it).
+
+    [.., f, a1..an] (CALL_FUNCTION n), [.., f, a1..an, names] (CALL_FUNCTION_KW n),
+    [.., f, args(, kwargs)] (CALL_FUNCTION_EX); LOAD_METHOD / CALL_METHOD are
+    gone by then (`normalise_for_ops`). None for anything else, and on 3.11+,
+    where a called global is loaded with its NULL and never traced anyway.
+    """
+    if HAS_COPY:
+        return None
+    arity = call_arity(item)
+    if arity is None:
+        return None
+    n, above = arity
+    return depth - n - above - 1
+
+
 # --- the inline return of a plain function in call mode ----------------------
 #
 # A traced plain call used to cost two hook calls; the return half is now a

@@ -58,6 +58,11 @@ def _key(entry: tuple):
     return entry[1] if entry[0] in ("l", "s") else None
 
 
+def _value_keys(spec: tuple) -> tuple:
+    """`_key` per entry, and a constant as `(value,)`: for hooks that may not see the values."""
+    return tuple((entry[1],) if entry[0] == "c" else _key(entry) for entry in spec)
+
+
 def _stack_change(instr: Instr) -> tuple[int, int]:
     pre, post = instr.pre_and_post_stack_effect(jump=False)
     if pre < 0:
@@ -209,6 +214,11 @@ class OpInstrumenter(CallInstrumenter):
                 sym = before[:max(0, after - 1)] + [("s", site)]
                 continue
             if name == "LOAD_GLOBAL" and not compat.load_global_pushes_null(item):
+                if self._only_called(items, i, depths):
+                    # 3.10's `f(...)` of a global f: not an input of anything, as on
+                    # 3.11+ (where it is loaded with a NULL): no hook
+                    sym.append(UNTRACKED)
+                    continue
                 site = self._site("global", item)
                 self.plans[i] = ("G", site, (self.module, compat.global_name(item)), "__@trace_op_global",
                                  self._fused_store(items, i, cleared))
@@ -256,6 +266,30 @@ class OpInstrumenter(CallInstrumenter):
             if item.is_uncond_jump() or item.is_final():
                 sym = None
 
+    @staticmethod
+    def _only_called(items: list, i: int, depths: dict) -> bool:
+        """True if the value items[i] pushes is only ever the callable of a call, in straight-line code.
+
+        Scans on until the first instruction that reaches its stack slot:
+        that must be a call whose callable it is (`compat.callable_slot`).
+        Anything else reaching it (a copy, a rotation, an attribute load on
+        it...), a label, a jump or an exception-region boundary first: False.
+        """
+        slot = depths.get(i)
+        if slot is None:
+            return False
+        for j in range(i + 1, len(items)):
+            item = items[j]
+            depth = depths.get(j)
+            if not isinstance(item, Instr) or depth is None or item.has_jump() or item.is_final():
+                return False
+            if compat.callable_slot(item, depth) == slot:
+                return True
+            pops, _ = _stack_change(item)
+            if depth - pops <= slot:
+                return False
+        return False
+
     def _fused_store(self, items: list, i: int, cleared: set) -> Optional[str]:
         """The local that the value pushed by items[i] is stored into right after, if its hook can do the shadow's part.
 
@@ -275,7 +309,7 @@ class OpInstrumenter(CallInstrumenter):
         if pre is not None:
             _, n, above, site, spec = pre
             positions = [n + above - m for m in range(n)]  # the arguments, bottom first
-            out += compat.capture_values("__@trace_op_capture", positions, depth, (site, spec), loc)
+            out += compat.capture_values("__@trace_op_capture", positions, depth, (site, _value_keys(spec)), loc)
         plan = self.plans.get(i)
         if not plan:
             return False
@@ -290,15 +324,19 @@ class OpInstrumenter(CallInstrumenter):
             out += self._apply_then_store(plan, item, depth, loc)
         elif kind == "B":
             _, site, spec, opname, receiver, target = plan
-            packed = compat.call_with_packed_args(item, depth, "__@trace_op_capture_packed", (site, spec), loc)
+            keys = _value_keys(spec)
+            packed = compat.call_with_packed_args(item, depth, "__@trace_op_capture_packed", (site, keys), loc)
             out += packed if packed is not None else [item]
             after = depth + item.stack_effect(jump=False)
+            receiver_key = None if receiver is None else _value_keys((receiver,))[0]
+            dest = site if target is None else target
             out += compat.call_hook_with_token("__@trace_op_call", after + 1, 1, loc,
-                                               extra_consts=(site, spec, opname, receiver, target))
+                                               extra_consts=(site, keys, opname, receiver_key, dest))
         elif kind == "G":
             _, site, key, hook, target = plan
             out.append(item)
-            out += compat.call_hook_with_token(hook, depth + 2, 1, loc, extra_consts=(site, key, target))
+            dest = site if target is None else target
+            out += compat.call_hook_with_token(hook, depth + 2, 1, loc, extra_consts=(site, key, dest))
         elif kind == "S":
             _, name, source = plan
             out.append(item)
@@ -316,8 +354,7 @@ class OpInstrumenter(CallInstrumenter):
     def _apply_then_store(self, plan: tuple, item: Instr, depth: int, loc) -> list:
         """Pattern C: `x = a op b` runs untouched; untracked operands are captured before."""
         _, k, site, spec, opname, store, target = plan
-        # where each operand's Ref is: a key, a constant as (value,), None: untracked (captured)
-        keys = tuple((entry[1],) if entry[0] == "c" else _key(entry) for entry in spec)
+        keys = _value_keys(spec)
         positions = [k - m for m, key in enumerate(keys) if key is None]
         seq = compat.capture_values("__@trace_op_capture", positions, depth, (site, None), loc)
         seq += [item, store]
