@@ -43,8 +43,10 @@ from tracer.hooks import (_closure_param, _count_error, _innermost, _next_op, _p
 #
 # Those hooks run once per operation: each is written out in full, with no
 # helper call on the common path (a Python call costs as much as the rest of
-# the hook), `_keep(v)` inlined as
-# `(v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)`.
+# the hook), `(_keep(v),)` inlined as
+# `(v,) if (t := type(v)) is not str and t is not bytes or len(v) <= _CLIP else (clip(v),)`
+# (types compared by identity: hashing or comparing a type could run a
+# metaclass's __hash__ / __eq__, user code).
 
 
 # A "ref" stands for one value node: a 1-tuple `(value,)`, unique by
@@ -74,7 +76,6 @@ class FrameState:
 
 
 _CLIP = 256  # longer str/bytes are kept as a clipped copy (see `clip`)
-_CLIPPABLE = frozenset((str, bytes))  # exact types only, as `_keep`
 # `buffers.limit()`, read at every op-mode frame entry: a module global is
 # cheaper to test on every op than `buffers._limit` (a module attribute).
 _limit = buffers._limit
@@ -97,14 +98,18 @@ def is_clipped(value) -> bool:
 
 
 def _keep(value):
-    if type(value) in _CLIPPABLE and len(value) > _CLIP:
+    t = type(value)
+    if (t is str or t is bytes) and len(value) > _CLIP:
         return clip(value)
     return value
 
 
 def _same(ref: Ref, value: Any) -> bool:
     kept = ref[0]
-    return kept is value or (is_clipped(kept) and type(value) in (str, bytes) and len(value) == kept[2])
+    if kept is value:
+        return True
+    t = type(value)  # compared by identity: `in` would call a metaclass's __eq__
+    return is_clipped(kept) and (t is str or t is bytes) and len(value) == kept[2]
 
 
 def _resolve(state: FrameState, entry: tuple, value: Any, has_value: bool) -> Optional[Ref]:
@@ -253,8 +258,9 @@ def op1(tok: Optional[list], x: Any, result: Any, site: int, keys: tuple, opname
         refs = tok[2].refs
         rx = refs.get(keys[0])
         if rx is None or (rx[0] is not x and not _same(rx, x)):
-            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
-        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+            rx = (x,) if (t := type(x)) is not str and t is not bytes or len(x) <= _CLIP else (clip(x),)
+        out = ((result,) if (t := type(result)) is not str and t is not bytes or len(result) <= _CLIP
+               else (clip(result),))
         refs[dest] = out
         buf = tok[3][0]
         if buf is not None:
@@ -276,11 +282,12 @@ def op2(tok: Optional[list], x: Any, y: Any, result: Any, site: int, keys: tuple
         kx, ky = keys
         rx = refs.get(kx)
         if rx is None or (rx[0] is not x and not _same(rx, x)):
-            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
+            rx = (x,) if (t := type(x)) is not str and t is not bytes or len(x) <= _CLIP else (clip(x),)
         ry = refs.get(ky)
         if ry is None or (ry[0] is not y and not _same(ry, y)):
-            ry = (y,) if type(y) not in _CLIPPABLE or len(y) <= _CLIP else (clip(y),)
-        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+            ry = (y,) if (t := type(y)) is not str and t is not bytes or len(y) <= _CLIP else (clip(y),)
+        out = ((result,) if (t := type(result)) is not str and t is not bytes or len(result) <= _CLIP
+               else (clip(result),))
         refs[dest] = out
         buf = tok[3][0]
         if buf is not None:
@@ -330,8 +337,9 @@ def op_attr(tok: Optional[list], x: Any, result: Any, site: int, keys: tuple, op
         refs = tok[2].refs
         rx = refs.get(keys[0])
         if rx is None or (rx[0] is not x and not _same(rx, x)):
-            rx = (x,) if type(x) not in _CLIPPABLE or len(x) <= _CLIP else (clip(x),)
-        out = (result,) if type(result) not in _CLIPPABLE or len(result) <= _CLIP else (clip(result),)
+            rx = (x,) if (t := type(x)) is not str and t is not bytes or len(x) <= _CLIP else (clip(x),)
+        out = ((result,) if (t := type(result)) is not str and t is not bytes or len(result) <= _CLIP
+               else (clip(result),))
         refs[dest] = out
         buf = tok[3][0]
         if buf is not None:
@@ -454,7 +462,8 @@ def op_call(tok: Optional[list], value: Any, site: int, keys: tuple, opname: str
             k0, a0 = keys[0], args[0]
             r0 = refs.get(k0) if type(k0) is not tuple else None
             if r0 is None or (r0[0] is not a0 and not _same(r0, a0)):
-                r0 = (a0,) if type(a0) not in _CLIPPABLE or len(a0) <= _CLIP else (clip(a0),)
+                r0 = ((a0,) if (t := type(a0)) is not str and t is not bytes or len(a0) <= _CLIP
+                      else (clip(a0),))
             inputs = (r0,)
         else:
             inputs = _refs_seen(refs, keys, args)
@@ -462,7 +471,8 @@ def op_call(tok: Optional[list], value: Any, site: int, keys: tuple, opname: str
             ref = (_keep(receiver[0]),) if type(receiver) is tuple else refs.get(receiver)
             if ref is not None:
                 inputs = (ref,) + inputs
-        out = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        out = ((value,) if (t := type(value)) is not str and t is not bytes or len(value) <= _CLIP
+               else (clip(value),))
         refs[dest] = out
         buf = tok[3][0]
         if buf is not None:
@@ -517,14 +527,14 @@ def op_stored(tok: Optional[list], value: Any, site: int, keys: tuple, opname: s
         captured = state.pending.pop(site, ()) if kx is None or ky is None else ()
         if type(kx) is tuple:
             v = kx[0]
-            rx = (v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)
+            rx = (v,) if (t := type(v)) is not str and t is not bytes or len(v) <= _CLIP else (clip(v),)
         elif kx is None:
             rx = (_keep(captured[0]),) if captured else None
         else:
             rx = refs.get(kx)
         if type(ky) is tuple:
             v = ky[0]
-            ry = (v,) if type(v) not in _CLIPPABLE or len(v) <= _CLIP else (clip(v),)
+            ry = (v,) if (t := type(v)) is not str and t is not bytes or len(v) <= _CLIP else (clip(v),)
         elif ky is None:
             j = 1 if kx is None else 0
             ry = (_keep(captured[j]),) if len(captured) > j else None
@@ -534,7 +544,8 @@ def op_stored(tok: Optional[list], value: Any, site: int, keys: tuple, opname: s
             inputs = () if ry is None else (ry,)
         else:
             inputs = (rx,) if ry is None else (rx, ry)
-        out = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        out = ((value,) if (t := type(value)) is not str and t is not bytes or len(value) <= _CLIP
+               else (clip(value),))
         if name is not None:
             refs[name] = out
         buf = tok[3][0]
@@ -554,7 +565,8 @@ def op_store(tok: Optional[list], value: Any, name: str, key: Any) -> None:
         refs = tok[2].refs
         ref = refs.get(key)
         if ref is None or (ref[0] is not value and not _same(ref, value)):
-            ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+            ref = ((value,) if (t := type(value)) is not str and t is not bytes or len(value) <= _CLIP
+                   else (clip(value),))
         refs[name] = ref
     except Exception:
         _count_error()
@@ -565,7 +577,8 @@ def op_global(tok: Optional[list], value: Any, site: int, key: tuple, dest: Any)
     if tok is None:
         return value
     try:
-        ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        ref = ((value,) if (t := type(value)) is not str and t is not bytes or len(value) <= _CLIP
+               else (clip(value),))
         tok[2].refs[dest] = ref
         params = _params if _params is not None else _find_params()
         if params is not None:
@@ -584,7 +597,8 @@ def op_cell(tok: Optional[list], value: Any, site: int, key: tuple, dest: Any) -
     if tok is None:
         return value
     try:
-        ref = (value,) if type(value) not in _CLIPPABLE or len(value) <= _CLIP else (clip(value),)
+        ref = ((value,) if (t := type(value)) is not str and t is not bytes or len(value) <= _CLIP
+               else (clip(value),))
         tok[2].refs[dest] = ref
         params = _params if _params is not None else _find_params()
         if params is not None:

@@ -469,3 +469,45 @@ def test_a_marked_callee_gets_the_callers_nodes_and_its_return_links_back():
     assert input_nodes(five_call) == [sub[6]]
     (add,) = op_events(events, "add")
     assert add[5][0] == ret_node(events, five_call[1])
+
+
+# --- the hooks never run the program's code ------------------------------------------
+
+
+class Loud(type):
+    """A metaclass whose __hash__ / __eq__ say when they are called."""
+    calls: list = []
+
+    def __hash__(cls):
+        Loud.calls.append("hash")
+        return id(cls)
+
+    def __eq__(cls, other):
+        Loud.calls.append("eq")
+        return cls is other
+
+
+class Thing(metaclass=Loud):
+    def __init__(self, n):
+        self.n = n
+
+    def __add__(self, other):
+        return Thing(self.n + other.n)
+
+
+def test_the_hooks_never_hash_or_compare_the_type_of_a_value():
+    def run(a):
+        x = a[0]
+        y = x + a[1]
+        z = y.n
+        w = -z
+        s = f"{w}"
+        t = Thing(len(s))
+        return t.n, y.n
+
+    _, traced = op_mode(run)
+    Loud.calls.clear()
+    buffers.drain()
+    assert traced([Thing(1), Thing(2)]) == (2, 3)
+    assert Loud.calls == []
+    buffers.drain()
