@@ -76,8 +76,10 @@ class FrameState:
 
 
 _CLIP = 256  # longer str/bytes are kept as a clipped copy (see `clip`)
-# `buffers.limit()`, read at every op-mode frame entry: a module global is
-# cheaper to test on every op than `buffers._limit` (a module attribute).
+# `buffers.limit()` as of the last op-mode frame entry (read there): a module
+# global is cheaper to test on every op than `buffers._limit`, a module
+# attribute. A `set_limit` made while op-mode code runs applies from the next
+# op-mode frame entry on.
 _limit = buffers._limit
 _CLIPPED = object()  # marks a clipped copy; `object()` itself is not GC-tracked
 

@@ -53,6 +53,7 @@ from tracer.rewrite.compat import call_arity, operation
 UNTRACKED = ("?",)
 NESTED_NAMES = frozenset({"<listcomp>", "<setcomp>", "<dictcomp>", "<genexpr>"})
 
+
 def _key(entry: tuple):
     """Where the Ref of an operand from `entry` is kept in `FrameState.refs`, None if nowhere."""
     return entry[1] if entry[0] in ("l", "s") else None
@@ -291,10 +292,12 @@ class OpInstrumenter(CallInstrumenter):
         return False
 
     def _fused_store(self, items: list, i: int, cleared: set) -> Optional[str]:
-        """The local that the value pushed by items[i] is stored into right after, if its hook can do the shadow's part.
+        """The local the value pushed by items[i] is stored into right after, else None.
 
-        Not a variable that a comprehension saves and restores around itself
-        (LOAD_FAST_AND_CLEAR, 3.12+): those are never shadowed (see "F").
+        Its hook then does the store's part of the shadow (the store is
+        marked "F"). Not for a variable that a comprehension saves and
+        restores around itself (LOAD_FAST_AND_CLEAR, 3.12+): those are never
+        shadowed.
         """
         nxt = items[i + 1] if i + 1 < len(items) else None
         if isinstance(nxt, Instr) and nxt.name == "STORE_FAST" and nxt.arg not in cleared:
@@ -355,7 +358,7 @@ class OpInstrumenter(CallInstrumenter):
         """Pattern C: `x = a op b` runs untouched; untracked operands are captured before."""
         _, k, site, spec, opname, store, target = plan
         keys = _value_keys(spec)
-        positions = [k - m for m, key in enumerate(keys) if key is None]
+        positions = [k - m for m, entry in enumerate(spec) if entry[0] == "?"]
         seq = compat.capture_values("__@trace_op_capture", positions, depth, (site, None), loc)
         seq += [item, store]
         load = "LOAD_FAST" if store.name == "STORE_FAST" else "LOAD_DEREF"
