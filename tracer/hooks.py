@@ -141,6 +141,13 @@ def _running_frame_token() -> Optional[Token]:
     return tok
 
 
+def _pick_caller(sync: Optional[Token], frame: Optional[Token]) -> Optional[Token]:
+    """3.10: the inner one of the running plain function `sync` and generator `frame` (see `_innermost`)."""
+    if frame is None or (sync is not None and sync[6] is frame):
+        return sync
+    return frame
+
+
 def _innermost(ts: list) -> Optional[Token]:
     """The token of the innermost marked call running on this thread (this task), or None.
 
@@ -150,36 +157,31 @@ def _innermost(ts: list) -> Optional[Token]:
     F was activated (or resumed without a hook, inside `yield from`) after S
     started, so F is the inner one.
     """
-    sync = ts[1]
     if not _IN_CONTEXTVAR:
-        return sync
-    frame = _running_frame_token()
-    if frame is None:
-        return sync
-    if sync is None or sync[6] is not frame:
-        return frame
-    return sync
+        return ts[1]
+    return _pick_caller(ts[1], _running_frame_token())
 
 
-def _push_call(ts: list, op: int, state: Any) -> list:
+def _push_call(ts: list, op: int, state: Any) -> Token:
     """A plain function's token, made the current call (non-hot paths: op mode)."""
-    caller = _innermost(ts)
+    sync = ts[1]
     if _IN_CONTEXTVAR:
-        tok = (op, caller, state, ts, ts[0], ts[1], _running_frame_token())
+        frame = _running_frame_token()
+        tok = (op, _pick_caller(sync, frame), state, ts, ts[0], sync, frame)
     else:
-        tok = (op, caller, state, ts, ts[0])
+        tok = (op, sync, state, ts, ts[0])
     ts[1] = tok
     return tok
 
 
 def _push_frame(ts: list, op: int, state: Any, frame: Any) -> list:
     """A generator's / coroutine's token, made the current call."""
-    caller = _innermost(ts)
     if _IN_CONTEXTVAR:
-        tok = [op, caller, state, ts, _current.get(), frame, FRAME]
+        running = _running_frame_token()
+        tok = [op, _pick_caller(ts[1], running), state, ts, running, frame, FRAME]
         _current.set(tok)
     else:
-        tok = [op, caller, state, ts]
+        tok = [op, ts[1], state, ts]
         ts[1] = tok
     return tok
 
@@ -188,10 +190,6 @@ def current_op() -> Optional[int]:
     """Op id of the innermost marked call running here (this thread / task), or None."""
     tok = _innermost(_state())
     return tok[0] if tok is not None else None
-
-
-def _buffer() -> Optional[Token]:
-    return _state()[0]
 
 
 def _restore_parent(tok: Token) -> None:
@@ -240,14 +238,11 @@ if _IN_CONTEXTVAR:
                 # (KeyboardInterrupt) must not leave it current
                 buffers.overflow(buf)
             sync = ts[1]
+            # `_running_frame_token` and `_pick_caller`, written out (hot path)
             frame = _current.get()
-            if frame is not None:
-                while frame is not None and frame[5].f_back is None:
-                    frame = frame[4]
-            if frame is None or (sync is not None and sync[6] is frame):
-                caller = sync
-            else:
-                caller = frame
+            while frame is not None and frame[5].f_back is None:
+                frame = frame[4]
+            caller = sync if frame is None or (sync is not None and sync[6] is frame) else frame
             op = _next_op()
             ts[1] = tok = (op, caller, None, ts, buf, sync, frame)
             buf.append(("call", op, func_id, None if caller is None else caller[0], args))
@@ -297,19 +292,19 @@ def gen_enter(func_id: int, args: tuple) -> Optional[Token]:
         buf = ts[0]
         if buf is None:
             return None
+        if len(buf) >= buffers._limit:  # before the token becomes current (see `enter`)
+            buffers.overflow(buf)
         op = _next_op()
         tok = _push_frame(ts, op, None, sys._getframe(1) if _IN_CONTEXTVAR else None)
         caller = tok[1]
         buf.append(("call", op, func_id, None if caller is None else caller[0], args))
-        if len(buf) > buffers._limit:
-            buffers.overflow(buf)
         return tok
     except Exception:
         _count_error()
         return None
 
 
-def _append(tok: list, record: tuple) -> None:
+def _append(tok: Token, record: tuple) -> None:
     buf = tok[3][0]
     if buf is not None:
         buf.append(record)
@@ -379,9 +374,10 @@ def resume(tok: Optional[Token]) -> None:
                 return
             if _current.get() is tok:
                 return  # after `yield from` in a frame that never stopped being current
+            frame = _running_frame_token()
             tok[3] = ts
-            tok[1] = _innermost(ts)
-            tok[4] = _running_frame_token()
+            tok[1] = _pick_caller(ts[1], frame)
+            tok[4] = frame
             _current.set(tok)
         except Exception:
             _count_error()

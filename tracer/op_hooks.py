@@ -135,6 +135,8 @@ def _op_enter(func_id: int, names: tuple, args: tuple, frame: Any) -> Optional[l
         buf = ts[0]
         if buf is None:
             return None
+        if len(buf) >= _limit:  # before the token becomes current (see `hooks.enter`)
+            buffers.overflow(buf)
         op = _next_op()
         state = FrameState()
         tok = _push_call(ts, op, state) if frame is None else _push_frame(ts, op, state, frame)
@@ -145,8 +147,6 @@ def _op_enter(func_id: int, names: tuple, args: tuple, frame: Any) -> Optional[l
             if name is not None:  # None: an argument held in a cell (not shadowed)
                 state.refs[name] = ref
         buf.append(("callref", op, func_id, caller[0] if caller is not None else None, refs))
-        if len(buf) > _limit:
-            buffers.overflow(buf)
         return tok
     except Exception:
         _count_error()
@@ -159,7 +159,7 @@ def op_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
 
 
 def op_gen_enter(func_id: int, names: tuple, *args: Any) -> Optional[list]:
-    """`op_enter` for a generator / coroutine on 3.10 (a frame token, see `hooks.gen_enter`)."""
+    """`op_enter` for a generator / coroutine (a list token, on 3.10 a frame token: see `hooks.gen_enter`)."""
     return _op_enter(func_id, names, args, sys._getframe(1))
 
 

@@ -6,9 +6,10 @@ What the rewritten code does (stack pictures bottom -> top, `t` = token):
   `t` stays at the bottom of the value stack for the frame's whole life.
   Nothing else in the code reaches below its own items, so the function's
   own stack discipline is untouched and `locals()` sees no new name.
-- every return: `[t, v] -> [__@trace_leave(t, v)]` then RETURN_VALUE; for a
-  plain function in call mode the leave is inline bytecode instead
-  (`compat.inline_leave_and_return`): no hook call on the way out.
+- every return of a plain function: inline bytecode does what a leave hook
+  would (`compat.inline_leave_and_return`), no hook call on the way out; a
+  generator's return: `[t, v] -> [__@trace_gen_leave(t, v)]` then RETURN_VALUE
+  (op mode: `__@trace_op_leave` for every return).
 - every plain `yield v`: the value goes through `__@trace_suspend(t, v)` and,
   after the frame resumes, `__@trace_resume(t)` runs; delegation yields of
   `yield from` / `await` (3.11+) go through `__@trace_pause` / `__@trace_resume`.
@@ -96,7 +97,9 @@ class CallInstrumenter:
         self.scope_qualname = qualname or getattr(code, "co_qualname", code.co_name)
         self.trace_reads = trace_reads
         self.enter_hook = "__@trace_enter"
-        self.leave_hook = "__@trace_leave"
+        self.gen_enter_hook = "__@trace_gen_enter"  # a generator's token is updated on resume
+        # None: the return half is inline bytecode (compat.inline_leave_and_return)
+        self.leave_hook: Optional[str] = None
         self.gen_leave_hook = "__@trace_gen_leave"
         self.fail_hook = "__@trace_fail"
         self.suspend_hook = "__@trace_suspend"
@@ -144,9 +147,7 @@ class CallInstrumenter:
         generator = is_generator_code(self.code)
         leave_hook = self.gen_leave_hook if generator else self.leave_hook
         if generator:
-            # a generator's token is updated on resume (and on 3.10 remembers its frame): see hooks.gen_enter
-            self.enter_hook = {"__@trace_enter": "__@trace_gen_enter",
-                               "__@trace_op_enter": "__@trace_op_gen_enter"}.get(self.enter_hook, self.enter_hook)
+            self.enter_hook = self.gen_enter_hook
         handler = Label()
         out: list = list(items[:start])
         entry_loc = _location_after(items, start)
@@ -228,7 +229,7 @@ class CallInstrumenter:
                 if not compat.HAS_EXCEPTION_TABLE:
                     # likewise on 3.10: leave our block before the hook consumes the token
                     out.append(Instr("POP_BLOCK", location=loc))
-                if leave_hook == "__@trace_leave":
+                if leave_hook is None:
                     # a plain function in call mode: the return half of the trace is inline
                     out += compat.inline_leave_and_return(loc)
                     continue

@@ -78,6 +78,7 @@ class OpInstrumenter(CallInstrumenter):
         super().__init__(code, func_id=func_id, module=module, qualname=qualname, trace_reads=False)
         self.qualname = qualname  # site ids are derived from it (nested code: "f.<genexpr>")
         self.enter_hook = "__@trace_op_enter"
+        self.gen_enter_hook = "__@trace_op_gen_enter"
         self.leave_hook = "__@trace_op_leave"
         self.sites: dict[int, tuple[str, int, int, str]] = {}
         self.plans: dict[int, tuple] = {}
@@ -378,7 +379,7 @@ class NestedOpInstrumenter(OpInstrumenter):
         self.scope_qualname = getattr(code, "co_qualname", None) or f"{owner.scope_qualname}.<locals>.{code.co_name}"
         self.sites = owner.sites
         self._occurrences = owner._occurrences
-        self.enter_hook = "__@trace_op_nested_enter"
+        self.enter_hook = self.gen_enter_hook = "__@trace_op_nested_enter"
         self.leave_hook = self.gen_leave_hook = "__@trace_nested_pass"
         self.suspend_hook = self.pause_hook = "__@trace_nested_pass"
         self.fail_hook = "__@trace_nested_fail"
