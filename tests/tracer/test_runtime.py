@@ -117,6 +117,8 @@ def test_connected_program_sends_hello_definitions_and_events(server, workdir, s
     assert stats["session"] == "sess" and stats["client_id"] == 1
     hello = server.clients[0].hello
     assert hello.session == "sess" and hello.argv[0].endswith("prog.py") and hello.pid != os.getpid()
+    # the server reads frames on its own thread: the program may exit before it has
+    server.wait_for(lambda: server.messages(m.Definitions) and called_funcs(server))
     functions = [f.qualname for d in server.messages(m.Definitions) for f in d.functions]
     assert functions == ["double"]
     assert len(called_funcs(server)) == 1
@@ -206,7 +208,7 @@ def test_the_sessions_latest_patch_is_applied_before_the_first_line(server, work
     assert done.returncode == 0, done.stderr
     assert done.stdout == "hello, patched\n"
     assert reports["applied"] == 3
-    (ack,) = server.messages(m.PatchAck)
+    (ack,) = server.wait_for(lambda: server.messages(m.PatchAck))
     assert ack.version == 3 and [(r.name, r.ok) for r in ack.results] == [("greeting", True)]
 
 
@@ -229,7 +231,7 @@ def test_a_patch_arriving_mid_run_is_applied_and_acknowledged(server, workdir, s
         process.kill()
     reports = program.reports()
     assert (reports["limit"], reports["results"], reports["heard"]) == (25, [["limit", True]], [5])
-    assert server.messages(m.PatchAck)[0].results[0].ok
+    assert server.wait_for(lambda: server.messages(m.PatchAck))[0].results[0].ok
 
 
 def test_a_patch_that_cannot_apply_is_acknowledged_with_the_reason(server, workdir, sock_path):
@@ -248,7 +250,7 @@ def test_a_patch_that_cannot_apply_is_acknowledged_with_the_reason(server, workd
     finally:
         process.kill()
     assert program.reports()["limit"] == 10
-    (result,) = server.messages(m.PatchAck)[0].results
+    (result,) = server.wait_for(lambda: server.messages(m.PatchAck))[0].results
     assert not result.ok and result.error
 
 
